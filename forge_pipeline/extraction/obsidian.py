@@ -1,0 +1,59 @@
+"""Obsidian's inline syntax, applied to the text of one markdown-it ``text`` token at a time.
+
+markdown-it-py parses CommonMark; Obsidian's own constructs (tags, wikilinks, embeds, block ids,
+%% comments %%) arrive inside plain text tokens, and code spans arrive as separate ``code_inline``
+tokens, so nothing here ever sees code.
+"""
+from __future__ import annotations
+
+import re
+
+# Obsidian tags: '#' then letters/digits/_/-/ '/', not all digits, not part of a word or a URL fragment.
+TAG_RE = re.compile(r"(?<![\w/#&])#([A-Za-z_\u00C0-\uFFFF][\w\-/\u00C0-\uFFFF]*|[0-9]+[A-Za-z_\-/][\w\-/]*)")
+EMBED_RE = re.compile(r"!\[\[[^\]\n]*\]\]")
+WIKILINK_RE = re.compile(r"\[\[([^\]|\n]*?)(?:\|([^\]\n]*))?\]\]")
+BLOCK_ID_RE = re.compile(r"(?:^|\s)\^[A-Za-z0-9-]+\s*$")
+INLINE_COMMENT_RE = re.compile(r"%%.*?%%", re.S)
+CALLOUT_RE = re.compile(r"^\s*\[![\w-]+\][+-]?\s*")
+
+
+def find_tags(text: str) -> list[str]:
+    """Tags in ``text`` as written, without '#' (e.g. ``reflection/work``)."""
+    return [m.group(1).rstrip("/-") for m in TAG_RE.finditer(text)]
+
+
+def wikilink_display(match: re.Match) -> str:
+    target, alias = match.group(1), match.group(2)
+    if alias:
+        return alias.strip()
+    target = target.split("#", 1)[0] or target.lstrip("#")  # [[Note#Heading]] reads as "Note"
+    return target.rsplit("/", 1)[-1].strip()
+
+
+def normalize_inline(text: str) -> str:
+    """Obsidian markup -> the words a reader sees: tags dropped, wikilinks as display text, embeds,
+    comments and block ids removed."""
+    text = INLINE_COMMENT_RE.sub("", text)
+    text = EMBED_RE.sub("", text)
+    text = WIKILINK_RE.sub(wikilink_display, text)
+    text = TAG_RE.sub("", text)
+    text = BLOCK_ID_RE.sub("", text)
+    return text
+
+
+def strip_callout_marker(text: str) -> str:
+    return CALLOUT_RE.sub("", text, count=1)
+
+
+def tidy(text: str) -> str:
+    """Collapse the gaps that removed markup leaves behind."""
+    lines = [re.sub(r"[ \t]{2,}", " ", line).strip() for line in text.splitlines()]
+    text = "\n".join(line for line in lines)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    return text
+
+
+def tag_matches(tag: str, reflection_tags: set[str]) -> bool:
+    """``reflection/work`` counts as ``reflection``; the comparison ignores case."""
+    return tag.lower().split("/", 1)[0] in reflection_tags
