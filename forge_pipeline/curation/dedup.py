@@ -38,7 +38,8 @@ def find_duplicates(texts: list[str], threshold: float) -> dict[int, tuple[str, 
         raise ValueError(f"near_dup_threshold must be in (0, 1], got {threshold}")
     dropped: dict[int, tuple[str, int]] = {}
     exact: dict[str, int] = {}
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    # LSH only proposes candidates (datasketch cannot band above ~0.9); the Jaccard estimate below decides
+    lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=NUM_PERM)
     signatures: dict[int, LeanMinHash] = {}
     for i, text in enumerate(texts):
         norm = normalize_for_dedup(text)

@@ -82,3 +82,23 @@ def scan_vault(vault: Path, excluded_folders: list[str], max_note_bytes: int) ->
             scan.notes.append(NoteFile(entry_rel, Path(entry.path), st.st_size, st.st_mtime_ns))
     scan.notes.sort(key=lambda n: n.rel_path)
     return scan
+
+
+def inventory_notes(vault: Path, excluded_folders: list[str], max_note_bytes: int) -> dict:
+    """The vault's notes with content hash, size and mtime, plus what was skipped and why."""
+    from datetime import datetime, timezone
+
+    from forge_pipeline.files import sha256_file
+
+    scan = scan_vault(vault, excluded_folders, max_note_bytes)
+    notes, warnings = [], list(scan.warnings)
+    for n in scan.notes:
+        try:
+            digest = sha256_file(n.path)
+        except OSError as e:
+            warnings.append({"file": n.rel_path, "problem": f"unreadable: {e.strerror or e}"})
+            continue
+        notes.append({"path": n.rel_path, "sha256": digest, "size": n.size,
+                      "mtime": datetime.fromtimestamp(n.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")})
+    return {"vault": str(Path(vault).expanduser().resolve()), "notes": notes, "skipped": scan.skipped,
+            "warnings": warnings}

@@ -11,8 +11,8 @@ from collections import Counter
 
 URL_TOKEN_RE = re.compile(
     r"(?i)(?P<prefix>https?://[^\s)\]>]*?[?&#](?:access_token|token|api[_-]?key|key|secret|sig|signature|"
-    r"auth|password|pwd|session|code)=)(?P<value>[^&\s)\]>#]+)")
-URL_USERINFO_RE = re.compile(r"(?i)(?P<prefix>https?://)(?P<value>[^/\s:@]+:[^/\s@]+)@")
+    r"auth|password|pwd|session|code)=)(?P<value>(?!\[[A-Z_]+\])[^&\s)\]>#]+)")
+URL_USERINFO_RE = re.compile(r"(?i)(?P<prefix>https?://)(?P<value>(?!\[[A-Z_]+\])[^/\s:@]+:[^/\s@]+)(?=@)")
 API_KEY_RE = re.compile(
     r"\b(?:sk|pk|rk)[-_](?:live|test|proj|ant)?[-_]?[A-Za-z0-9_-]{16,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{20,}"

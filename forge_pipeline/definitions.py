@@ -1,0 +1,12 @@
+"""Wires the project together; everything it names lives in forge_pipeline.orchestration."""
+from dagster import Definitions
+
+from forge_pipeline.orchestration import data_assets, data_checks, jobs
+from forge_pipeline.orchestration.resources import ForgeSettingsResource
+
+defs = Definitions(
+    assets=[data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples],
+    asset_checks=data_checks.DATA_CHECKS,
+    jobs=[jobs.forge_job, jobs.data_job],
+    resources={"forge": ForgeSettingsResource()},
+)

@@ -1,0 +1,61 @@
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from forge_pipeline.config import SAMPLE_VAULT, ForgeSettings, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def forge_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "forge_home"
+    monkeypatch.setenv("FORGE_HOME", str(home))
+    monkeypatch.delenv("FORGE_VAULT", raising=False)
+    return home
+
+
+@pytest.fixture
+def config(forge_home) -> ForgeSettings:
+    return load_config()
+
+
+def write_vault(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def make_vault(tmp_path):
+    def make(files: dict[str, str | bytes], name: str = "vault") -> Path:
+        return write_vault(tmp_path / name, files)
+    return make
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root (links as their target text) -> sha256, plus mtimes: proves nothing was touched."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() + f":{st.st_mtime_ns}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_vault() -> Path:
+    return SAMPLE_VAULT
