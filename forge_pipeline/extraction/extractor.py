@@ -1,7 +1,8 @@
 """Vault -> chat examples, incrementally.
 
 Each note's examples are cached under FORGE_HOME keyed by the note's vault path and the sha256 of its
-bytes, together with a fingerprint of the extraction rules: an unchanged note is never parsed again,
+bytes (a note whose size and mtime are unchanged is not even read), with a fingerprint of the extraction
+rules and code: an unchanged note is never parsed again,
 a changed one is re-parsed, a deleted one drops out, and changing the rules re-parses everything.
 The vault is only ever opened for reading.
 """
@@ -143,19 +144,23 @@ class TrainingDataExtractor:
         redactions: Counter = Counter()
         parsed = from_cache = 0
         for note in self._iter_notes(scan.notes):
-            try:
-                raw = note.path.read_bytes()
-            except OSError as e:
-                warnings.append({"file": note.rel_path, "problem": f"unreadable: {e.strerror or e}"})
-                skipped.append({"file": note.rel_path, "reason": "unreadable"})
-                continue
-            digest = sha256_bytes(raw)
             entry = cache.get(note.rel_path)
-            if entry is not None and entry.get("sha256") == digest:
+            # Same size and mtime as when cached: trust the cached hash without reading (as git does).
+            if entry is not None and (entry.get("size"), entry.get("mtime_ns")) == (note.size, note.mtime_ns):
                 from_cache += 1
             else:
-                parsed += 1
-                entry = extract_note(note.rel_path, raw, self.config, self.rules).__dict__
+                try:
+                    raw = note.path.read_bytes()
+                except OSError as e:
+                    warnings.append({"file": note.rel_path, "problem": f"unreadable: {e.strerror or e}"})
+                    skipped.append({"file": note.rel_path, "reason": "unreadable"})
+                    continue
+                if entry is not None and entry.get("sha256") == sha256_bytes(raw):
+                    from_cache += 1  # touched but unchanged
+                else:
+                    parsed += 1
+                    entry = extract_note(note.rel_path, raw, self.config, self.rules).__dict__
+                entry = {**entry, "size": note.size, "mtime_ns": note.mtime_ns}
             new_cache[note.rel_path] = entry
             warnings += [{"file": note.rel_path, "problem": w} for w in entry["warnings"]]
             if entry["skipped"]:

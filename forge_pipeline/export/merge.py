@@ -1,0 +1,57 @@
+"""LoRA adapter + base -> a merged 16-bit Hugging Face model (never merged into 4-bit weights)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from forge_pipeline.training.checkpoints import publish_dir
+
+
+class ExportError(RuntimeError):
+    """The adapter cannot be merged or exported; the message says why."""
+
+
+def adapter_base_path(adapter_dir: Path) -> str:
+    manifest = Path(adapter_dir) / "manifest.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text())["base_model"]["path"]
+    cfg = Path(adapter_dir) / "adapter_config.json"
+    if cfg.exists():
+        return json.loads(cfg.read_text())["base_model_name_or_path"]
+    raise ExportError(f"{adapter_dir}: not a LoRA adapter (no adapter_config.json)")
+
+
+def merge_only(checkpoint_path, output_path, base_model_path: str | None = None, dtype: str = "bfloat16") -> Path:
+    """Merge the adapter at ``checkpoint_path`` into a 16-bit copy of its base; write an HF dir at ``output_path``.
+
+    A base saved in bitsandbytes 4-bit (e.g. the seed's unsloth/...-bnb-4bit) is dequantized to 16-bit first,
+    so the LoRA delta is added to 16-bit weights, not rounded into 4-bit ones.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint_path, output_path = Path(checkpoint_path), Path(output_path)
+    if not (checkpoint_path / "adapter_config.json").exists():
+        raise ExportError(f"{checkpoint_path}: not a LoRA adapter (no adapter_config.json); train first")
+    base_path = base_model_path or adapter_base_path(checkpoint_path)
+    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, device_map={"": 0} if torch.cuda.is_available() else None)
+    if getattr(base, "is_quantized", False) or getattr(base.config, "quantization_config", None):
+        base = base.dequantize()
+        base = base.to(torch_dtype)
+        if hasattr(base.config, "quantization_config"):
+            del base.config.quantization_config
+    merged = PeftModel.from_pretrained(base, str(checkpoint_path)).merge_and_unload()
+    merged = merged.to(torch_dtype)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, max_shard_size="5GB")
+    tok = AutoTokenizer.from_pretrained(str(checkpoint_path))
+    tok.save_pretrained(tmp)
+    template = checkpoint_path / "chat_template.jinja"
+    if template.exists():
+        shutil.copy2(template, tmp / "chat_template.jinja")
+    publish_dir(tmp, output_path)
+    return output_path

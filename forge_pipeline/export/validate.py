@@ -1,0 +1,122 @@
+"""What must hold before a GGUF counts as ready: it loads with its chat template, answers sensibly, and
+its perplexity matches the merged HF model's. Measurements here; the pass/fail rules are pure functions."""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+PARITY_TOLERANCE = {"f16": 1.01, "q8_0": 1.02, "q5_k_m": 1.05, "q4_k_m": 1.10}
+MAX_EVAL_TOKENS = 256
+
+
+# ---- pure rules ---------------------------------------------------------------------------------------
+
+def degeneracy(text: str) -> str | None:
+    """Why an answer is degenerate (empty or looping), or None when it reads like text."""
+    if not text or not text.strip():
+        return "empty answer"
+    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    if len(words) >= 12:
+        grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        top, count = Counter(grams).most_common(1)[0]
+        if count / len(grams) > 0.3 and count >= 4:
+            return f"repeats {' '.join(top)!r} {count} times"
+        if len(set(words)) / len(words) < 0.2:
+            return f"only {len(set(words))} distinct words in {len(words)}"
+    if re.search(r"(.)\1{19,}", text):
+        return "one character repeated 20+ times"
+    return None
+
+
+def parity_ok(gguf_ppl: float, hf_ppl: float, quant: str, tolerances: dict | None = None) -> tuple[bool, float, float]:
+    tol = (tolerances or PARITY_TOLERANCE).get(quant, 1.10)
+    ratio = gguf_ppl / hf_ppl if hf_ppl > 0 else math.inf
+    return ratio <= tol, ratio, tol
+
+
+# ---- measurements -------------------------------------------------------------------------------------
+
+def eval_sequences(tokenizer_dir: Path, rows: list[dict], limit: int = 16) -> list[tuple[list[int], int]]:
+    """(token ids of the whole conversation, index where the assistant answer starts) per eval example,
+    tokenized once with the training tokenizer and template so HF and GGUF score the same tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    seqs = []
+    for row in rows[:limit]:
+        msgs = row["messages"]
+        prompt = tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False)
+        full = tok.apply_chat_template(msgs, tokenize=True, return_dict=False)
+        if hasattr(prompt, "input_ids"):
+            prompt, full = prompt.input_ids, full.input_ids
+        prompt, full = list(prompt), list(full)
+        if full[:len(prompt)] != prompt or len(full) <= len(prompt):
+            continue
+        seqs.append((full[:MAX_EVAL_TOKENS], len(prompt)))
+    return [s for s in seqs if s[1] < len(s[0])]
+
+
+def _nll(logits: np.ndarray, ids: list[int], start: int) -> tuple[float, int]:
+    """Summed negative log-likelihood of ids[start:] given the logits of the positions before them."""
+    logits = logits.astype(np.float64)
+    pred = logits[start - 1:len(ids) - 1]
+    targets = np.asarray(ids[start:])
+    m = pred.max(axis=-1, keepdims=True)
+    logz = (m[:, 0] + np.log(np.exp(pred - m).sum(axis=-1)))
+    return float((logz - pred[np.arange(len(targets)), targets]).sum()), len(targets)
+
+
+def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]]) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for ids, start in seqs:
+            logits = model(torch.tensor([ids])).logits[0].numpy()
+            s, k = _nll(logits, ids, start)
+            total, n = total + s, n + k
+    del model
+    return math.exp(total / max(n, 1))
+
+
+def gguf_perplexity(gguf_path: Path, seqs: list[tuple[list[int], int]], n_threads: int | None = None) -> float:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf_path), n_ctx=MAX_EVAL_TOKENS + 8, logits_all=True, verbose=False, n_threads=n_threads)
+    total, n = 0.0, 0
+    try:
+        for ids, start in seqs:
+            llm.reset()
+            llm.eval(ids)
+            s, k = _nll(np.array(llm.scores[:len(ids)]), ids, start)
+            total, n = total + s, n + k
+    finally:
+        llm.close()
+    return math.exp(total / max(n, 1))
+
+
+def inspect_and_answer(gguf_path: Path, prompts: list[list[dict]], max_tokens: int = 48) -> dict:
+    """Load the GGUF in llama-cpp-python, read its chat template, and answer the prompts greedily."""
+    from llama_cpp import Llama
+
+    try:
+        llm = Llama(str(gguf_path), n_ctx=1024, verbose=False)
+    except Exception as e:  # noqa: BLE001 - any load failure is the finding
+        return {"loads": False, "error": str(e), "chat_template": None, "answers": []}
+    try:
+        template = llm.metadata.get("tokenizer.chat_template")
+        answers = []
+        for msgs in prompts:
+            out = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=max_tokens, seed=0)
+            answers.append(out["choices"][0]["message"]["content"] or "")
+        return {"loads": True, "chat_template": template, "answers": answers,
+                "architecture": llm.metadata.get("general.architecture")}
+    finally:
+        llm.close()
