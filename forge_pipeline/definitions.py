@@ -1,12 +1,13 @@
 """Wires the project together; everything it names lives in forge_pipeline.orchestration."""
 from dagster import Definitions
 
-from forge_pipeline.orchestration import data_assets, data_checks, jobs
-from forge_pipeline.orchestration.resources import ForgeSettingsResource
+from forge_pipeline.orchestration import data_assets, data_checks, jobs, model_assets, model_checks
+from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
 
 defs = Definitions(
-    assets=[data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples],
-    asset_checks=data_checks.DATA_CHECKS,
+    assets=[data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples,
+            model_assets.lora_adapter, model_assets.gguf_model],
+    asset_checks=[*data_checks.DATA_CHECKS, *model_checks.MODEL_CHECKS],
     jobs=[jobs.forge_job, jobs.data_job],
-    resources={"forge": ForgeSettingsResource()},
+    resources={"forge": ForgeSettingsResource(), "trainer": TrainerLauncher()},
 )

@@ -18,6 +18,7 @@ from forge_pipeline.export.validate import (PARITY_TOLERANCE, degeneracy, eval_s
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file
 
 MANIFEST = "manifest.json"
+LAST_EXPORT = "last_export.json"  # which version the latest export produced or reused
 
 
 @dataclass
@@ -85,6 +86,7 @@ def export_model(adapter_dir, models_dir, quant: str = "q4_k_m", name: str = "co
     existing = find_export(models_dir, adapter_fp, quant)
     if existing:
         log(f"{existing.parent.name} already holds this adapter at {quant}: reusing it")
+        atomic_write_json(models_dir / LAST_EXPORT, {"manifest": str(existing), "status": "cached"})
         return _report_from_manifest(existing, "cached")
 
     version = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + adapter_fp[:8]
@@ -128,13 +130,18 @@ def export_model(adapter_dir, models_dir, quant: str = "q4_k_m", name: str = "co
     finally:
         if not keep_merged:
             shutil.rmtree(work, ignore_errors=True)
+    atomic_write_json(models_dir / LAST_EXPORT, {"manifest": str(out_dir / MANIFEST), "status": "exported"})
     log(f"exported {final} ({manifest['size_mb']} MB, {quant})")
     return _report_from_manifest(out_dir / MANIFEST, "exported")
 
 
-def latest_export(models_dir: Path) -> dict | None:
-    manifests = sorted(Path(models_dir).glob(f"*/{MANIFEST}"))
-    return json.loads(manifests[-1].read_text()) | {"dir": str(manifests[-1].parent)} if manifests else None
+def last_export(models_dir: Path) -> dict | None:
+    """The manifest of the version the latest export produced or reused, with its folder; None before any."""
+    pointer = Path(models_dir) / LAST_EXPORT
+    if not pointer.exists():
+        return None
+    manifest = Path(json.loads(pointer.read_text())["manifest"])
+    return json.loads(manifest.read_text()) | {"dir": str(manifest.parent)} if manifest.exists() else None
 
 
 def report_dict(report: ExportReport) -> dict:

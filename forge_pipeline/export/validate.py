@@ -38,6 +38,34 @@ def parity_ok(gguf_ppl: float, hf_ppl: float, quant: str, tolerances: dict | Non
     return ratio <= tol, ratio, tol
 
 
+def load_problems(validation: dict) -> list[str]:
+    if not validation.get("loads"):
+        return [f"llama-cpp-python cannot load the GGUF: {validation.get('load_error')}"]
+    return [] if validation.get("has_chat_template") else ["the GGUF carries no tokenizer.chat_template"]
+
+
+def degenerate_problems(validation: dict) -> list[str]:
+    answers = validation.get("answers") or []
+    if not answers:
+        return ["no eval answers were generated"]
+    return [f"answer {i + 1}: {why}" for i, why in enumerate(validation.get("degenerate") or []) if why]
+
+
+def parity_problems(validation: dict) -> list[str]:
+    if "perplexity_ratio" not in validation:
+        return ["perplexity parity was not measured (no eval examples)"]
+    if validation["parity_ok"]:
+        return []
+    return [f"GGUF perplexity {validation['gguf_perplexity']} is {validation['perplexity_ratio']}x the merged model's "
+            f"{validation['hf_perplexity']} (tolerance {validation['parity_tolerance']}x)"]
+
+
+def adapter_problems(eval_loss: float | None, base_eval_loss: float | None) -> list[str]:
+    if eval_loss is None or base_eval_loss is None:
+        return ["eval loss of the adapter or of the base model is missing"]
+    return [] if eval_loss < base_eval_loss else [f"adapter eval loss {eval_loss:.4f} does not beat the base's {base_eval_loss:.4f}"]
+
+
 # ---- measurements -------------------------------------------------------------------------------------
 
 def eval_sequences(tokenizer_dir: Path, rows: list[dict], limit: int = 16) -> list[tuple[list[int], int]]:
@@ -74,15 +102,18 @@ def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]]) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, device_map={"": device})
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
         for ids, start in seqs:
-            logits = model(torch.tensor([ids])).logits[0].numpy()
+            logits = model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
             s, k = _nll(logits, ids, start)
             total, n = total + s, n + k
     del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return math.exp(total / max(n, 1))
 
 

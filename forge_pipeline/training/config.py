@@ -43,7 +43,13 @@ class TrainingConfig(BaseModel):
     lr_scheduler_type: str = Field("cosine", description="Any transformers scheduler name.")
     seed: int = 42
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
-    packing: bool = Field(False, description="Pack short examples into full sequences (GPU: padding-free).")
+    packing: bool = Field(False, description="Pack short examples into full-length rows.")
+    packing_strategy: Literal["wrapped", "bfd"] = Field("wrapped", description="wrapped: concatenate examples into "
+                                                         "full rows (fast everywhere); bfd: keep examples apart "
+                                                         "(padding-free; fast only with flash-attention kernels).")
+    loss_type: Literal["nll", "chunked_nll"] = Field("nll", description="nll lets the model (and unsloth's fused "
+                                                     "cross-entropy) compute the loss; TRL's chunked_nll adds "
+                                                     "per-step metrics at a measurable cost on small shapes.")
     eval_steps: Optional[int] = Field(None, description="Evaluate every N steps (default: once per epoch).")
     save_steps: Optional[int] = Field(None, description="Checkpoint every N steps (default: once per epoch).")
     save_total_limit: int = Field(2, ge=1)

@@ -174,7 +174,27 @@ def _callbacks(cfg: TrainingConfig, on_metrics: Optional[MetricsFn], has_eval: b
             if on_metrics is not None:
                 on_metrics({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
 
-    cbs = [GuardAndReport()]
+    class Throughput(TrainerCallback):
+        """Steady-state tokens/s: from the end of step 3 on, past compilation and allocator warm-up."""
+
+        marks: list = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda_sync is not None:
+                cuda_sync()
+            self.marks.append((time.perf_counter(), state.num_input_tokens_seen or 0))
+
+    cuda_sync = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            cuda_sync = torch.cuda.synchronize
+    except ImportError:
+        pass
+    throughput = Throughput()
+    throughput.marks = []
+    cbs = [GuardAndReport(), throughput]
     if cfg.early_stopping_patience and has_eval:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     return cbs
@@ -283,7 +303,8 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
             eval_strategy=per_epoch if eval_ds is not None else "no", eval_steps=cfg.eval_steps or steps_per_epoch,
             load_best_model_at_end=bool(cfg.early_stopping_patience and eval_ds is not None),
             metric_for_best_model="eval_loss" if cfg.early_stopping_patience else None,
-            max_length=cfg.max_seq_length, packing=cfg.packing, completion_only_loss=True,
+            max_length=cfg.max_seq_length, packing=cfg.packing, packing_strategy=cfg.packing_strategy,
+            loss_type=cfg.loss_type, completion_only_loss=True,
             report_to="none", optim="adamw_8bit" if cuda else "adamw_torch",
             bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
             dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="non_padding",
@@ -309,6 +330,11 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
 
         torch.cuda.reset_peak_memory_stats()
     trainer = run_with_oom_backoff(run, cfg.batch_size, cfg.gradient_accumulation_steps, log)
+    marks = next((cb.marks for cb in trainer.callback_handler.callbacks if hasattr(cb, "marks")), [])
+    warm = min(3, len(marks) - 2)
+    steady = None
+    if warm >= 0 and len(marks) >= 2 and marks[-1][0] > marks[warm][0]:
+        steady = round((marks[-1][1] - marks[warm][1]) / (marks[-1][0] - marks[warm][0]), 1)
     final_eval = trainer.evaluate()["eval_loss"] if eval_ds is not None else None
     if final_eval is not None and not math.isfinite(final_eval):
         raise NonFiniteLossError(f"eval loss is {final_eval}: no adapter was published")
@@ -324,6 +350,8 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         "epochs": trainer.state.epoch,
         "tokens_seen": tokens,
         "tokens_per_s": round(tokens / result["train_s"], 1) if result["train_s"] > 0 and tokens else None,
+        "steady_tokens_per_s": steady,
+        "steady_steps_timed": max(0, len(marks) - 1 - warm) if marks else 0,
         "train_s": round(result["train_s"], 2),
         "load_s": round(load_s, 2),
         "peak_memory_gib": _peak_memory_gib(cuda),

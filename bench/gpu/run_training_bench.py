@@ -1,0 +1,59 @@
+"""GPU evidence for the training path, in one command on the H100 (see ../shared/gpu/README.md):
+
+  1. a random-weight Llama-3.1-8B-architecture model (bare_unsloth_bench.py make);
+  2. the bare unsloth peer at 4x512 and 4x2048 (bare_unsloth_bench.py unsloth);
+  3. the project's entry point with the unsloth backend and with the transformers backend, same shapes;
+  4. the unsloth backend with packing on reflection-length examples (100-400 tokens), 4 x 2048.
+
+Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
+to OUT/gpu_training_runs.jsonl as soon as it exists, then a summary.
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run(cmd: list[str], log: Path) -> list[dict]:
+    t = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}  ({time.time() - t:.0f} s, exit {proc.returncode})\n{proc.stderr[-4000:]}\n")
+    rows = []
+    for line in proc.stdout.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # trainer and unsloth logs also print {...} lines
+        if isinstance(row, dict) and "mode" in row:
+            rows.append(row)
+    if proc.returncode != 0:
+        rows.append({"cmd": cmd[-4:], "error": proc.stderr.strip().splitlines()[-1:] or ["?"], "exit": proc.returncode})
+    return rows
+
+
+def main() -> None:
+    model_dir, bare, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    out.mkdir(parents=True, exist_ok=True)
+    runs, log = out / "gpu_training_runs.jsonl", out / "gpu_training.log"
+    plan = []
+    if not (Path(model_dir) / "config.json").exists():
+        plan.append([sys.executable, bare, "make", model_dir])
+    plan.append([sys.executable, bare, "unsloth", model_dir])
+    for backend in ("unsloth", "transformers"):
+        for seq in (512, 2048):
+            plan.append([sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend", backend, "--seq", str(seq)])
+    plan.append([sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend", "unsloth", "--seq", "2048", "--packing"])
+    for cmd in plan:
+        for row in run(cmd, log):
+            with runs.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""One measured training run through the project's own entry point (forge_pipeline.training.run_training)
+at a fixed shape, on the random-weight model made by bare_unsloth_bench.py. Prints one JSON line.
+
+    python -m bench.gpu.train_shape MODEL_DIR --backend unsloth|transformers --seq 512 [--packing]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+WORDS = "I think I realize looking back on this decision".split()
+
+
+def make_data(path: Path, tokenizer_dir: str, n: int, lengths: tuple[int, int], seed: int = 0) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rng = random.Random(seed)
+    per_word = max(1, len(tok(" ".join(WORDS * 20)).input_ids) / (len(WORDS) * 20))
+    rows = []
+    for i in range(n):
+        target = rng.randint(*lengths)
+        text = " ".join(rng.choice(WORDS) for _ in range(int(target / per_word) + 8))
+        rows.append({"id": f"{i:016x}", "messages": [{"role": "system", "content": "s"},
+                                                     {"role": "user", "content": "q"},
+                                                     {"role": "assistant", "content": text}],
+                     "source_file": "bench.md", "tags": [], "date": None, "kind": "pattern", "section": None})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("--backend", required=True)
+    ap.add_argument("--seq", type=int, required=True)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=11)
+    ap.add_argument("--packing", action="store_true", help="reflection-length examples (100-400 tokens), packed")
+    ap.add_argument("--packing-strategy", default="wrapped")
+    ap.add_argument("--loss-type", default="nll")
+    args = ap.parse_args()
+    if args.backend == "unsloth":
+        import unsloth  # noqa: F401  (before transformers, as in production)
+    from forge_pipeline.training.config import TrainingConfig
+    from forge_pipeline.training.trainer import run_training
+
+    work = Path(tempfile.mkdtemp(prefix="forge-gpu-"))
+    lengths = (100, 400) if args.packing else (args.seq + 16, args.seq + 64)
+    # packed: enough examples to fill every step's batch x seq tokens
+    n = args.batch * args.steps * (args.seq // 250 + 1 if args.packing else 1)
+    make_data(work / "train.jsonl", args.model_dir, n, lengths)
+    cfg = TrainingConfig(base_model=args.model_dir, backend=args.backend, batch_size=args.batch,
+                         gradient_accumulation_steps=1, max_seq_length=args.seq, max_steps=args.steps, num_epochs=1,
+                         logging_steps=1, save_steps=10_000, packing=args.packing, min_examples=1, warmup_ratio=0.0,
+                         packing_strategy=args.packing_strategy, loss_type=args.loss_type)
+    report = run_training(work / "train.jsonl", work / "training", cfg, home=work, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps({"mode": f"forge-{args.backend}", "batch": args.batch, "seq": args.seq, "packing": args.packing, "packing_strategy": args.packing_strategy, "loss_type": args.loss_type,
+                      "examples": n, "example_tokens": list(lengths), **report.metrics}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The model half: curated_examples -> lora_adapter -> gguf_model. Both are GPU-bound (pool "gpu")."""
+import base64
+import json
+from pathlib import Path
+from typing import List, Optional
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from forge_pipeline.export.export import export_model
+from forge_pipeline.export.gguf import default_quantization
+from forge_pipeline.orchestration.data_assets import curated_examples
+from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
+from forge_pipeline.training.base_model import cuda_available
+from forge_pipeline.training.config import default_training_config
+
+GROUP = "model"
+GPU_POOL = "gpu"
+
+
+class TrainingRunConfig(Config):
+    """Launchpad overrides; anything left empty takes the device's default (GPU: the seed's; CPU: see README)."""
+
+    base_model: Optional[str] = None
+    backend: str = "auto"
+    lora_rank: Optional[int] = None
+    lora_alpha: Optional[int] = None
+    lora_dropout: Optional[float] = None
+    target_modules: Optional[List[str]] = None
+    learning_rate: Optional[float] = None
+    num_epochs: Optional[float] = None
+    batch_size: Optional[int] = None
+    gradient_accumulation_steps: Optional[int] = None
+    max_seq_length: Optional[int] = None
+    max_steps: Optional[int] = None
+    packing: Optional[bool] = None
+    seed: Optional[int] = None
+    early_stopping_patience: Optional[int] = None
+
+
+class ExportRunConfig(Config):
+    quantization: Optional[str] = None  # q4_k_m | q5_k_m | q8_0 | f16; default by base model
+    name: str = "companion"
+
+
+def _png_markdown(path: Path) -> MetadataValue:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return MetadataValue.md(f"![loss curve](data:image/png;base64,{data})")
+
+
+@asset(group_name=GROUP, deps=[curated_examples], pool=GPU_POOL,
+       description="LoRA adapter trained on the curated set, in its own process (Dagster Pipes).")
+def lora_adapter(context: AssetExecutionContext, config: TrainingRunConfig, forge: ForgeSettingsResource,
+                 trainer: TrainerLauncher) -> MaterializeResult:
+    settings = forge.settings()
+    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+    train_cfg = default_training_config(cuda_available()).model_copy(update=overrides)
+    context.log.info(f"training config: {train_cfg.model_dump_json()}")
+    result = trainer.run(context, extras={
+        "config": train_cfg.model_dump(), "data_path": str(settings.curated_path),
+        "eval_path": str(settings.eval_path), "output_dir": str(settings.training_dir), "home": str(settings.home_dir),
+    }).get_materialize_result()
+    md = dict(result.metadata or {})
+    adapter_dir = Path(md["adapter_dir"].value if hasattr(md["adapter_dir"], "value") else md["adapter_dir"])
+    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    if manifest.get("status") == "cached" or (md.get("status") and getattr(md["status"], "value", md["status"]) == "cached"):
+        context.log.info("data, config and base model unchanged since the last adapter: training skipped")
+    extra = {"hyperparameters": MetadataValue.json(manifest["hyperparameters"]),
+             "base_model": manifest["base_model"]["name"], "versions": MetadataValue.json(manifest["versions"])}
+    if (adapter_dir / "loss_curve.png").exists():
+        extra["loss_curve"] = _png_markdown(adapter_dir / "loss_curve.png")
+    return MaterializeResult(metadata={**md, **extra}, data_version=result.data_version)
+
+
+@asset(group_name=GROUP, deps=[lora_adapter], pool=GPU_POOL,
+       description="Merged 16-bit model converted to GGUF and quantized, versioned under FORGE_HOME/models.")
+def gguf_model(context: AssetExecutionContext, config: ExportRunConfig, forge: ForgeSettingsResource) -> MaterializeResult:
+    settings = forge.settings()
+    adapter_dir = settings.training_dir / "final"
+    base = json.loads((adapter_dir / "manifest.json").read_text())["base_model"]["name"]
+    quant = config.quantization or default_quantization(base, cuda_available())
+    report = export_model(adapter_dir, settings.models_dir, quant=quant, name=config.name,
+                          eval_path=settings.eval_path, log=context.log.info)
+    if report.status == "cached":
+        context.log.info(f"adapter unchanged: reusing the existing GGUF {report.gguf_path}, no export needed")
+    v = report.validation
+    from dagster import DataVersion
+
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(report.gguf_path), "version": report.version, "status": report.status,
+            "sha256": report.sha256, "size_mb": report.size_mb, "quantization": report.quantization,
+            "perplexity_hf": v.get("hf_perplexity"), "perplexity_gguf": v.get("gguf_perplexity"),
+            "perplexity_ratio": v.get("perplexity_ratio"), "parity_tolerance": v.get("parity_tolerance"),
+            "sample_answers": MetadataValue.md("\n\n".join(f"> {a[:300]}" for a in v.get("answers", [])) or "-"),
+            "timings": MetadataValue.json(report.timings), "manifest": MetadataValue.path(report.manifest_path),
+        },
+        data_version=DataVersion(report.sha256[:16]),
+    )
