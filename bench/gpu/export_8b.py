@@ -11,6 +11,41 @@ import time
 from pathlib import Path
 
 
+def use_sentencepiece_tokenizer(model_dir: Path) -> None:
+    """The random model ships a home-made BPE tokenizer, which llama.cpp's converter refuses (it knows BPE
+    pre-tokenizers by hash); a SentencePiece model with the config's special ids goes through."""
+    import sentencepiece as spm
+
+    if (model_dir / "tokenizer.model").exists():
+        return
+    text = model_dir / "spm_corpus.txt"
+    words = "I think I realize looking back on this decision the team today learned rest work".split()
+    text.write_text("\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(2000)))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(model_dir / "tokenizer"), vocab_size=360, minloglevel=2,
+                                   model_type="bpe", bos_id=0, eos_id=1, pad_id=2, unk_id=3, byte_fallback=True,
+                                   bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>", unk_piece="<unk>")
+    # pad the vocabulary to the model's 128,256 embedding rows (llama.cpp requires them to agree)
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString((model_dir / "tokenizer.model").read_bytes())
+    n_vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    for i in range(n_vocab - len(proto.pieces)):
+        piece = proto.pieces.add()
+        piece.piece, piece.score, piece.type = f"<extra_{i}>", 0.0, pb.ModelProto.SentencePiece.USER_DEFINED
+    proto.trainer_spec.vocab_size = n_vocab
+    (model_dir / "tokenizer.model").write_bytes(proto.SerializeToString())
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.vocab"):
+        (model_dir / name).unlink(missing_ok=True)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+        "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}))
+    from transformers import AutoTokenizer
+
+    # convert once (slow with 128k pieces); every later load reads tokenizer.json
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(model_dir))
+
+
 def main() -> None:
     import unsloth  # noqa: F401
 
@@ -21,6 +56,7 @@ def main() -> None:
 
     model_dir, work = sys.argv[1], Path(sys.argv[2])
     work.mkdir(parents=True, exist_ok=True)
+    use_sentencepiece_tokenizer(Path(model_dir))
     make_data(work / "train.jsonl", model_dir, 16, (100, 200))
     make_data(work / "eval.jsonl", model_dir, 4, (60, 120), seed=1)
     t = time.time()

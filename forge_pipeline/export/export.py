@@ -13,8 +13,8 @@ from typing import Callable
 
 from forge_pipeline.export.gguf import QUANTIZATIONS, convert_to_gguf, quantize_gguf
 from forge_pipeline.export.merge import ExportError, merge_only
-from forge_pipeline.export.validate import (PARITY_TOLERANCE, degeneracy, eval_sequences, gguf_perplexity,
-                                            hf_perplexity, inspect_and_answer, parity_ok)
+from forge_pipeline.export.gguf_probe import run_probe
+from forge_pipeline.export.validate import PARITY_TOLERANCE, degeneracy, eval_sequences, hf_perplexity, parity_ok
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file
 
 MANIFEST = "manifest.json"
@@ -60,14 +60,14 @@ def validate_export(gguf: Path, merged_dir: Path, eval_rows: list[dict], quant: 
                     tolerances: dict | None = None, n_prompts: int = 3) -> dict:
     prompts = [r["messages"][:-1] for r in eval_rows[:n_prompts]] or \
               [[{"role": "user", "content": "What did I learn this week?"}]]
-    probe = inspect_and_answer(gguf, prompts)
+    seqs = eval_sequences(merged_dir, eval_rows) if eval_rows else []
+    probe = run_probe(gguf, prompts, seqs)  # llama.cpp in a child process: a crash is a finding, not our death
     result = {"loads": probe["loads"], "has_chat_template": bool(probe.get("chat_template")),
-              "chat_template": probe.get("chat_template"), "answers": probe["answers"],
-              "degenerate": [degeneracy(a) for a in probe["answers"]], "load_error": probe.get("error")}
-    seqs = eval_sequences(merged_dir, eval_rows) if eval_rows and probe["loads"] else []
-    if seqs:
+              "chat_template": probe.get("chat_template"), "answers": probe.get("answers", []),
+              "degenerate": [degeneracy(a) for a in probe.get("answers", [])], "load_error": probe.get("error")}
+    if seqs and probe.get("gguf_perplexity") is not None:
         hf_ppl = hf_perplexity(merged_dir, seqs)
-        g_ppl = gguf_perplexity(gguf, seqs)
+        g_ppl = probe["gguf_perplexity"]
         ok, ratio, tol = parity_ok(g_ppl, hf_ppl, quant, tolerances)
         result.update(hf_perplexity=round(hf_ppl, 4), gguf_perplexity=round(g_ppl, 4), perplexity_ratio=round(ratio, 4),
                       parity_tolerance=tol, parity_ok=ok, parity_sequences=len(seqs))
