@@ -58,8 +58,10 @@ class TrainingConfig(BaseModel):
     min_examples: int = Field(10, ge=1, description="Fewer training examples is an error before any model loads.")
 
     def fingerprint_fields(self) -> dict:
-        """The settings that change the trained weights (logging cadence does not)."""
-        return self.model_dump(exclude={"logging_steps", "save_total_limit", "backend"})
+        """The settings that change the trained weights (logging cadence does not). Integral floats are
+        written as ints, so 3 and 3.0 epochs (e.g. after a JSON round trip) fingerprint alike."""
+        fields = self.model_dump(exclude={"logging_steps", "save_total_limit", "backend"})
+        return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in fields.items()}
 
 
 CPU_DEFAULTS = dict(

@@ -306,6 +306,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
             max_length=cfg.max_seq_length, packing=cfg.packing, packing_strategy=cfg.packing_strategy,
             loss_type=cfg.loss_type, completion_only_loss=True,
             report_to="none", optim="adamw_8bit" if cuda else "adamw_torch",
+            logging_nan_inf_filter=False,  # the default hides NaN losses from logs, and so from the guard
             bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
             dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="non_padding",
             disable_tqdm=False,
@@ -319,7 +320,8 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         trainer = make_trainer(batch, accum)
         if eval_ds is not None and "base_eval_loss" not in result and resume_from is None:
             # The LoRA update starts at zero, so this is the base model's loss on the same eval set.
-            result["base_eval_loss"] = trainer.evaluate()["eval_loss"]
+            # (absent when truncation to max_seq_length left no completion token in any eval example)
+            result["base_eval_loss"] = trainer.evaluate().get("eval_loss")
         t0 = time.time()
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         result.update(trainer=trainer, train_output=out, train_s=time.time() - t0, batch=batch, accum=accum)
@@ -335,7 +337,9 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     steady = None
     if warm >= 0 and len(marks) >= 2 and marks[-1][0] > marks[warm][0]:
         steady = round((marks[-1][1] - marks[warm][1]) / (marks[-1][0] - marks[warm][0]), 1)
-    final_eval = trainer.evaluate()["eval_loss"] if eval_ds is not None else None
+    final_eval = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
+    if final_eval is None and eval_ds is not None:
+        log(f"warning: no eval example has an answer token within max_seq_length={cfg.max_seq_length}; eval loss unknown")
     if final_eval is not None and not math.isfinite(final_eval):
         raise NonFiniteLossError(f"eval loss is {final_eval}: no adapter was published")
     history = trainer.state.log_history
