@@ -1,0 +1,283 @@
+"""The serving process for real: uvicorn on loopback, llama-cpp-python, tiny real GGUFs, the openai client."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+MSG = [{"role": "user", "content": "What did I learn this week?"}]
+
+
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("ggufs")
+    return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home: Path, token: str | None = None, model: Path | None = None, host: str = "127.0.0.1"):
+        self.home, self.port = home, free_port()
+        env = {**os.environ, "FORGE_HOME": str(home), "FORGE_N_CTX": "512"}
+        env.pop("FORGE_ADMIN_TOKEN", None)
+        if token:
+            env["FORGE_ADMIN_TOKEN"] = token
+        cmd = [sys.executable, "-m", "serving", "--host", host, "--port", str(self.port)]
+        if model:
+            cmd += ["--model", str(model)]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def wait(self, timeout=120) -> "Server":
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stdout.read())
+            try:
+                httpx.get(self.url + "/health", timeout=2)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise TimeoutError("server did not start")
+
+    def get(self, path, **kw):
+        return httpx.get(self.url + path, headers=self.headers, timeout=60, **kw)
+
+    def post(self, path, **kw):
+        return httpx.post(self.url + path, headers={**self.headers, **kw.pop("headers", {})}, timeout=300, **kw)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def models_home(tmp_path, ggufs):
+    home = tmp_path / "home"
+    for name, src in ggufs.items():
+        dst = home / "models" / f"v-{name}" / f"companion-{name}.gguf"
+        dst.parent.mkdir(parents=True)
+        shutil.copy2(src, dst)
+    return home
+
+
+@pytest.fixture
+def server(models_home):
+    s = Server(models_home, model=models_home / "models" / "v-a" / "companion-a.gguf").wait()
+    yield s
+    s.stop()
+
+
+def test_health_without_model_is_not_ready(tmp_path):
+    s = Server(tmp_path / "empty").wait()
+    try:
+        r = s.get("/health")
+        assert r.status_code == 503 and r.json()["status"] == "no_model"
+        assert s.post("/v1/chat/completions", json={"messages": MSG}).status_code == 503
+    finally:
+        s.stop()
+
+
+def test_chat_with_the_openai_client(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    assert server.get("/health").json()["status"] == "ready"
+    [model] = client.models.list().data
+    out = client.chat.completions.create(model=model.id, messages=MSG, max_tokens=8, temperature=0)
+    assert out.model == model.id and out.usage.completion_tokens >= 1
+    chunks = list(client.chat.completions.create(model=model.id, messages=MSG, max_tokens=8, temperature=0, stream=True))
+    assert len(chunks) >= 2 and {c.model for c in chunks} == {model.id}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == out.choices[0].message.content
+
+
+def test_reload_under_streaming_load_drops_nothing(server, models_home):
+    paths = [str(models_home / "models" / v / f"companion-{v[-1]}.gguf") for v in ("v-b", "v-a", "v-b")]
+    results, errors, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=120,
+                                  json={"messages": MSG, "max_tokens": 16, "stream": True, "temperature": 0}) as r:
+                    if r.status_code != 200:
+                        errors.append(r.status_code)
+                        continue
+                    models = {json.loads(line[6:])["model"] for line in r.iter_lines()
+                              if line.startswith("data: {")}
+                    results.append(models)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    seen_ids = []
+    for p in paths:
+        time.sleep(0.5)
+        r = server.post("/admin/reload-model", json={"model_path": p})
+        assert r.status_code == 200, r.text
+        seen_ids.append(r.json()["model"]["model_id"])
+        new = httpx.post(server.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}, timeout=60)
+        assert new.json()["model"] == seen_ids[-1]  # a request after the swap sees the new model
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(results) >= 8
+    assert all(len(m) == 1 for m in results)  # each answer wholly from one model
+    assert len(set().union(*results)) >= 2
+
+
+@pytest.mark.parametrize("content,kind", [(b"", "empty"), (b"GGUF\x03\x00\x00\x00" + b"\x00" * 40, "truncated"),
+                                          (b"not a gguf at all, just text", "bad magic")])
+def test_bad_files_are_refused_and_the_old_model_keeps_serving(server, models_home, content, kind):
+    pid, before = server.proc.pid, server.get("/admin/model-status").json()
+    bad = models_home / "models" / "bad" / f"{kind.replace(' ', '_')}.gguf"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(content)
+    r = server.post("/admin/reload-model", json={"model_path": str(bad)})
+    assert r.status_code == 422, r.text
+    assert "Traceback" not in r.text
+    assert server.proc.poll() is None and server.proc.pid == pid
+    assert server.get("/admin/model-status").json()["sha256"] == before["sha256"]
+    assert server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).status_code == 200
+
+
+def test_corrupted_tensor_data_is_caught_in_the_probe(server, models_home, ggufs):
+    good = ggufs["a"].read_bytes()
+    bad = models_home / "models" / "bad2" / "cut.gguf"
+    bad.parent.mkdir()
+    bad.write_bytes(good[: len(good) // 2])  # valid header, tensors cut off
+    r = server.post("/admin/reload-model", json={"model_path": str(bad)})
+    assert r.status_code == 422 and "validation" in r.json()["error"]["message"]
+    assert server.proc.poll() is None
+
+
+def test_hugging_face_dir_gets_an_export_hint(server, models_home):
+    hf = models_home / "training" / "final"
+    hf.mkdir(parents=True)
+    (hf / "adapter_config.json").write_text("{}")
+    r = server.post("/admin/reload-model", json={"model_path": str(hf)})
+    assert r.status_code == 422 and "forge export" in r.json()["error"]["message"]
+
+
+def test_path_traversal_and_bad_paths_are_400(server, models_home, tmp_path, ggufs):
+    outside = tmp_path / "outside.gguf"
+    shutil.copy2(ggufs["a"], outside)
+    link = models_home / "models" / "escape.gguf"
+    link.symlink_to(outside)
+    other = models_home / "models" / "v-a" / "notes.txt"
+    other.write_text("x")
+    cases = [str(models_home / "models" / ".." / ".." / "outside.gguf"), str(outside), "/etc/passwd",
+             str(link), str(models_home / "models" / "v-a" / "companion-a.gguf\x00.txt"), str(other),
+             "../../../etc/shadow.gguf", str(models_home / "models" / "missing.gguf")]
+    for raw in cases:
+        r = server.post("/admin/reload-model", json={"model_path": raw})
+        assert r.status_code == 400, (raw, r.text)
+
+
+def test_rollback_and_no_backup(server, models_home):
+    a = server.get("/admin/model-status").json()
+    b = server.post("/admin/reload-model", json={"model_path": str(models_home / "models" / "v-b")}).json()
+    assert b["previous"]["sha256"] == a["sha256"]
+    r = server.post("/admin/rollback")
+    assert r.status_code == 200 and r.json()["model"]["sha256"] == a["sha256"]
+    r = server.post("/admin/reload-model", json={"model_path": str(models_home / "models" / "v-b"), "backup": False})
+    assert r.status_code == 200 and r.json()["previous"] is None
+    assert server.post("/admin/rollback").status_code == 409
+
+
+def test_concurrent_reloads_are_serialized(server, models_home):
+    codes = []
+    paths = [str(models_home / "models" / "v-b"), str(models_home / "models" / "v-a")] * 2
+    threads = [threading.Thread(target=lambda p=p: codes.append(server.post("/admin/reload-model", json={"model_path": p}).status_code))
+               for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(codes) <= {200, 409} and 200 in codes
+    status = server.get("/admin/model-status").json()
+    assert status["state"] == "ready" and server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).status_code == 200
+
+
+def test_restart_comes_back_on_the_last_good_model(models_home):
+    s = Server(models_home, model=models_home / "models" / "v-a" / "companion-a.gguf").wait()
+    try:
+        b = s.post("/admin/reload-model", json={"model_path": str(models_home / "models" / "v-b")}).json()["model"]
+    finally:
+        s.stop()
+    s2 = Server(models_home, model=models_home / "models" / "v-a" / "companion-a.gguf").wait()
+    try:
+        assert s2.get("/admin/model-status").json()["sha256"] == b["sha256"]
+    finally:
+        s2.stop()
+
+
+def test_admin_token(models_home):
+    s = Server(models_home, token="s3cret", model=models_home / "models" / "v-a" / "companion-a.gguf").wait()
+    try:
+        assert httpx.get(s.url + "/admin/model-status").status_code == 401
+        assert httpx.get(s.url + "/admin/model-status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert s.get("/admin/model-status").status_code == 200
+        assert httpx.post(s.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}, timeout=60).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_non_loopback_bind_needs_a_token(tmp_path):
+    env = {**os.environ, "FORGE_HOME": str(tmp_path)}
+    env.pop("FORGE_ADMIN_TOKEN", None)
+    r = subprocess.run([sys.executable, "-m", "serving", "--host", "0.0.0.0", "--port", str(free_port())],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "FORGE_ADMIN_TOKEN" in r.stderr
+
+
+def test_request_limits(server):
+    r = server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 100000})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+    r = server.post("/v1/chat/completions", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = server.post("/v1/chat/completions", json={"messages": []})
+    assert r.status_code == 422 and "Traceback" not in r.text
+
+
+def test_seed_client_interfaces(server, monkeypatch, models_home):
+    from forge_pipeline.config import load_config
+    from forge_pipeline.reload import get_model_status, reload_model
+
+    monkeypatch.setenv("FORGE_SERVE_PORT", str(server.port))
+    cfg = load_config(home=str(models_home))
+    status = get_model_status(cfg)
+    assert status["serving"] == "up" and status["size_mb"] > 0
+    out = reload_model(cfg, models_home / "models" / "v-b" / "companion-b.gguf")
+    assert out["status"] == "reloaded" and get_model_status(cfg)["sha256"] == out["model"]["sha256"]
+    with pytest.raises(RuntimeError, match="400"):
+        reload_model(cfg, "/etc/passwd")
+    # the seed's curl call
+    curl = subprocess.run(["curl", "-s", "-X", "POST", f"http://localhost:{server.port}/admin/reload-model",
+                           "-H", "Content-Type: application/json",
+                           "-d", json.dumps({"model_path": str(models_home / "models" / "v-a" / "companion-a.gguf")})],
+                          capture_output=True, text=True, timeout=120)
+    assert json.loads(curl.stdout)["status"] == "reloaded"
