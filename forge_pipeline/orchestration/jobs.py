@@ -12,3 +12,7 @@ data_job = define_asset_job(
 forge_job = define_asset_job(
     "forge_job", selection=AssetSelection.groups("data", "model"), tags=GPU_TAG,
     description="Vault -> curated set -> LoRA adapter -> GGUF. GPU-bound: one run at a time.")
+
+deploy_job = define_asset_job(
+    "deploy_job", selection=AssetSelection.groups("serving"),
+    description="Hot-reload the serving process onto a new GGUF (requested by gguf_deploy_sensor).")
