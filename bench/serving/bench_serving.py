@@ -1,0 +1,114 @@
+"""Serving benchmark on one GGUF, in one run; writes bench/results/serving.json.
+
+    .venv/bin/python -m bench.serving.bench_serving GGUF [--reloads 50]
+
+- generation tokens/s through the API (non-streaming, greedy) vs raw llama-cpp-python on the same file,
+  same prompt, same thread count (target: API at least 0.95x raw);
+- reload latency (probe process + load + swap), median and max;
+- resident memory of the server after N reloads vs after the first load (target: within 10%).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results" / "serving.json"
+MSG = [{"role": "user", "content": "Write a few sentences about what you learned this week."}]
+TOKENS = 96
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raw_tokens_per_s(gguf: Path, threads: int, runs: int) -> list[float]:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
+    out = []
+    for _ in range(runs + 1):
+        t = time.perf_counter()
+        r = llm.create_chat_completion(messages=MSG, max_tokens=TOKENS, temperature=0.0)
+        out.append(r["usage"]["completion_tokens"] / (time.perf_counter() - t))
+    llm.close()
+    return out[1:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("gguf", type=Path)
+    ap.add_argument("--reloads", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    threads = os.cpu_count() or 2
+    home = Path(tempfile.mkdtemp(prefix="forge-serve-bench-"))
+    model = home / "models" / "v1" / args.gguf.name
+    model.parent.mkdir(parents=True)
+    shutil.copy2(args.gguf, model)
+    port = 7399
+    env = {**os.environ, "FORGE_HOME": str(home), "FORGE_N_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--model", str(model)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        api = []
+        for i in range(args.runs + 1):
+            t = time.perf_counter()
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": TOKENS, "temperature": 0},
+                           timeout=600).json()
+            api.append(r["usage"]["completion_tokens"] / (time.perf_counter() - t))
+        api = api[1:]
+        raw = raw_tokens_per_s(model, threads, args.runs)
+        baseline = rss_mb(proc.pid)
+        latencies = []
+        for i in range(args.reloads):
+            t = time.perf_counter()
+            r = httpx.post(url + "/admin/reload-model", json={"model_path": str(model)}, timeout=600)
+            assert r.status_code == 200, r.text
+            latencies.append(time.perf_counter() - t)
+        httpx.post(url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 8}, timeout=600)
+        after = rss_mb(proc.pid)
+        result = {
+            "gguf": args.gguf.name, "size_mb": round(model.stat().st_size / 2**20, 1), "threads": threads,
+            "tokens_per_request": TOKENS, "api_tokens_per_s_median": round(statistics.median(api), 2),
+            "raw_tokens_per_s_median": round(statistics.median(raw), 2),
+            "api_vs_raw": round(statistics.median(api) / statistics.median(raw), 3), "api_vs_raw_target": 0.95,
+            "reloads": args.reloads, "reload_latency_s_median": round(statistics.median(latencies), 2),
+            "reload_latency_s_max": round(max(latencies), 2),
+            "rss_mb_after_first_load": round(baseline, 1), "rss_mb_after_reloads": round(after, 1),
+            "rss_ratio": round(after / baseline, 3), "rss_ratio_target": 1.10,
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(),
+        }
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
