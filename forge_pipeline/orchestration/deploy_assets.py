@@ -18,6 +18,6 @@ def deployed_model(context: AssetExecutionContext, config: DeployConfig, serving
         raise RuntimeError(f"serving reports sha256 {live['sha256']}, expected {config.sha256}")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(live["path"]), "sha256": live["sha256"], "version": live["version"],
-        "size_mb": live["size_mb"], "loaded_at": live["loaded_at"], "serving_url": serving.url,
+        "size_mb": live["size_mb"], "loaded_at": live["loaded_at"], "serving_url": serving.base_url,
         "previous": MetadataValue.json(result.get("previous") or {}),
     })

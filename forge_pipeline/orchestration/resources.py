@@ -39,11 +39,17 @@ class ServingClient(ConfigurableResource):
     """The serving process's admin API. The admin token is read at call time from the environment variable
     named by ``admin_token_env`` (default FORGE_ADMIN_TOKEN), so no secret lives in run config."""
 
-    url: str = "http://127.0.0.1:7373"
+    url: Optional[str] = None  # default: FORGE_SERVING_URL, else http://127.0.0.1:7373
     admin_token_env: str = "FORGE_ADMIN_TOKEN"
     max_attempts: int = 6
     backoff_s: float = 2.0
     timeout_s: float = 600.0
+
+    @property
+    def base_url(self) -> str:
+        import os
+
+        return self.url or os.environ.get("FORGE_SERVING_URL", "http://127.0.0.1:7373")
 
     def reload(self, model_path: str, log=print) -> dict:
         import os
@@ -56,7 +62,7 @@ class ServingClient(ConfigurableResource):
         last = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                r = httpx.post(f"{self.url}/admin/reload-model", json={"model_path": model_path},
+                r = httpx.post(f"{self.base_url}/admin/reload-model", json={"model_path": model_path},
                                headers=headers, timeout=self.timeout_s)
                 if r.status_code == 200:
                     return r.json()
@@ -68,7 +74,7 @@ class ServingClient(ConfigurableResource):
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.max_attempts:
                 wait = self.backoff_s * 2 ** (attempt - 1)
-                log(f"serving at {self.url} not ready ({last}); retry {attempt}/{self.max_attempts - 1} in {wait:.0f} s")
+                log(f"serving at {self.base_url} not ready ({last}); retry {attempt}/{self.max_attempts - 1} in {wait:.0f} s")
                 time.sleep(wait)
-        raise RuntimeError(f"could not deploy {model_path}: serving at {self.url} unreachable after "
+        raise RuntimeError(f"could not deploy {model_path}: serving at {self.base_url} unreachable after "
                            f"{self.max_attempts} attempts ({last}). Start it with `forge serve`.")
