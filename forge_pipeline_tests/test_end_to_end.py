@@ -1,0 +1,132 @@
+"""The whole product on loopback with real processes: serving on a small real GGUF, dagster-daemon and
+dagster-webserver on a temporary DAGSTER_HOME, forge_job launched through the webserver's GraphQL API on the
+sample vault; the sensor hot-reloads serving; further ticks do not; a second run with unchanged inputs
+skips training. The base is the embedded Gemma 3 270M trained for a few steps: a random tiny model writes
+"p p p ...", which the blocking degenerate-answer check rightly refuses to deploy."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from forge_pipeline_tests.conftest import REPO_ROOT
+from forge_pipeline_tests.test_serving import Server, free_port
+from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+BIN = Path(sys.executable).parent
+LOCATION, REPO = "forge_pipeline", "__repository__"
+
+
+def wait_for(predicate, timeout, what, interval=2.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def gql(url, query, variables=None):
+    r = httpx.post(url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+    r.raise_for_status()
+    body = r.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture(scope="session")
+def gemma_base(tmp_path_factory) -> Path:
+    from forge_pipeline.training.base_model import EMBEDDED_GEMMA, resolve_base_model
+
+    return Path(resolve_base_model(EMBEDDED_GEMMA, tmp_path_factory.mktemp("gemma_home")).path)
+
+
+@pytest.fixture
+def stack(tmp_path, gemma_base):
+    home, dagster_home = tmp_path / "forge_home", tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    start_model = make_tiny_gguf(home / "models" / "v0" / "companion-v0.gguf", seed=5, work=tmp_path)
+    base = gemma_base
+    serving = Server(home, model=start_model).wait()
+    env = {**os.environ, "FORGE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+           "FORGE_SERVING_URL": serving.url, "FORGE_MIN_CURATED_EXAMPLES": "20"}
+    port = free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env,
+                              stdout=(logs / "daemon.log").open("w"), stderr=subprocess.STDOUT),
+             subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=REPO_ROOT, env=env, stdout=(logs / "webserver.log").open("w"), stderr=subprocess.STDOUT)]
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(url + "/server_info", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 180, "dagster-webserver")
+        yield {"url": url, "serving": serving, "home": home, "base": base, "logs": logs}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        serving.stop()
+
+
+def launch_forge_job(url, base) -> str:
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=int(url.rsplit(":", 1)[1]))
+    run_config = {"ops": {
+        "lora_adapter": {"config": {"base_model": str(base), "max_steps": 4, "batch_size": 4, "max_seq_length": 256,
+                                    "gradient_accumulation_steps": 1}},
+        "gguf_model": {"config": {"quantization": "f16"}}}}
+    run_id = client.submit_job_execution("forge_job", repository_location_name=LOCATION, repository_name=REPO,
+                                         run_config=run_config)
+    status = wait_for(lambda: (s := client.get_run_status(run_id).value) in ("SUCCESS", "FAILURE", "CANCELED") and s,
+                      600, f"forge_job run {run_id}")
+    assert status == "SUCCESS", f"forge_job ended {status}"
+    return run_id
+
+
+def deploy_runs(url) -> list:
+    data = gql(url, """query { runsOrError(filter: {pipelineName: "deploy_job"}) { ... on Runs { results { runId status tags { key value } } } } }""")
+    return data["runsOrError"]["results"]
+
+
+def test_nightly_cycle_end_to_end(stack):
+    url, serving, home = stack["url"], stack["serving"], stack["home"]
+    sensor = {"repositoryLocationName": LOCATION, "repositoryName": REPO, "sensorName": "gguf_deploy_sensor"}
+    started = gql(url, """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+                 __typename ... on Sensor { sensorState { status } } } }""", {"s": sensor})
+    assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
+
+    launch_forge_job(url, stack["base"])
+    export = json.loads((home / "models" / "last_export.json").read_text())
+    manifest = json.loads(Path(export["manifest"]).read_text())
+    sha = manifest["sha256"]
+    wait_for(lambda: serving.get("/admin/model-status").json().get("sha256") == sha, 240, "the sensor's reload")
+    runs = wait_for(lambda: [r for r in deploy_runs(url) if r["status"] == "SUCCESS"], 120, "deploy run")
+    assert len(runs) == 1 and {"key": "forge/gguf_sha256", "value": sha} in runs[0]["tags"]
+
+    adapter_manifest = home / "training" / "final" / "manifest.json"
+    created = json.loads(adapter_manifest.read_text())["created"]
+    launch_forge_job(url, stack["base"])  # unchanged vault, config and base model
+    assert json.loads(adapter_manifest.read_text())["created"] == created  # training skipped
+    time.sleep(70)  # two more sensor ticks
+    assert len(deploy_runs(url)) == 1  # the same GGUF is not reloaded again
+    history = json.loads((home / "serving" / "deployments.json").read_text())["history"]
+    assert [h["sha256"] for h in history].count(sha) == 1
