@@ -170,3 +170,19 @@ def test_validation_rules():
     assert degeneracy("Looking back, the hardest conversations were also the ones that fixed the most.") is None
     assert parity_ok(1.05, 1.0, "q4_k_m") == (True, 1.05, 1.10)
     assert parity_ok(1.05, 1.0, "q8_0")[0] is False
+
+
+def test_forge_train_export_status_from_the_shell(curated, tiny_base):
+    forge = str(Path(sys.executable).with_name("forge"))
+    home = str(curated.home_dir)
+    r = subprocess.run([forge, "--home", home, "train", "--base-model", str(tiny_base), "--max-steps", "2",
+                        "--lr", "0.005"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "\ntrained: " in r.stdout and "(backend transformers" in r.stdout
+    r = subprocess.run([forge, "--home", home, "export", "--quant", "f16"], capture_output=True, text=True, timeout=600)
+    assert "companion-f16.gguf" in r.stdout
+    # the tiny random model loops ("p p p"), so validation names the degenerate answers and the exit code says so
+    assert r.returncode == 1 and "validation: answer 1: repeats" in r.stderr
+    status = json.loads(subprocess.run([forge, "--home", home, "status"], capture_output=True, text=True, timeout=120).stdout)
+    assert status["model"]["quantization"] == "f16" and status["adapter"]["backend"] == "transformers"
+    assert status["serving"]["serving"] == "down"

@@ -60,7 +60,11 @@ def main() -> None:
     model = home / "models" / "v1" / args.gguf.name
     model.parent.mkdir(parents=True)
     shutil.copy2(args.gguf, model)
-    port = 7399
+    import socket
+
+    with socket.socket() as sock:  # a free port: never talk to some other server by accident
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     env = {**os.environ, "FORGE_HOME": str(home), "FORGE_N_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--model", str(model)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
