@@ -22,7 +22,7 @@ from forge_pipeline.extraction.detection import DetectionRules, detect_reflectio
 from forge_pipeline.extraction.inventory import NoteFile, VaultError, scan_vault
 from forge_pipeline.extraction.markdown import parse_note
 from forge_pipeline.extraction.redaction import redact
-from forge_pipeline.files import atomic_write_json, sha256_bytes, sha256_text, write_jsonl
+from forge_pipeline.files import atomic_write_json, atomic_write_text, sha256_bytes, sha256_text, write_jsonl
 
 CACHE_VERSION = 2
 
@@ -170,7 +170,9 @@ class TrainingDataExtractor:
             redactions.update(entry["redactions"])
             examples += entry["examples"]
         if self.use_cache:
-            atomic_write_json(self.cache_path, {"fingerprint": self._fingerprint(), "notes": new_cache})
+            # compact: the cache is read and written on every run, and indentation doubles its cost
+            atomic_write_text(self.cache_path, json.dumps({"fingerprint": self._fingerprint(), "notes": new_cache},
+                                                          ensure_ascii=False, separators=(",", ":")))
         self.examples = examples
         by_tag = Counter(t.lower() for ex in examples for t in ex["tags"])
         self.stats = {
