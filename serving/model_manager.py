@@ -20,6 +20,16 @@ from serving.model_paths import BadModelError, check_gguf_header, resolve_model_
 from serving.probe import probe_in_subprocess
 
 
+def _release_freed_memory() -> None:
+    """glibc keeps freed llama.cpp buffers in its arenas; hand them back so RSS returns to its baseline."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 class ReloadInProgress(RuntimeError):
     """Another reload is running (HTTP 409)."""
 
@@ -93,6 +103,7 @@ class ModelManager:
         if close:
             close()
         model.llm = None
+        _release_freed_memory()
 
     def _load(self, path: Path) -> LoadedModel:
         check_gguf_header(path)
