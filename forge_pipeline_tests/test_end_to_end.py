@@ -32,6 +32,23 @@ def wait_for(predicate, timeout, what, interval=2.0):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def start_webserver(env: dict, log_file) -> tuple[subprocess.Popen, str]:
+    """dagster-webserver from the repository root (workspace.yaml), answering on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(url + "/server_info", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 180, "dagster-webserver")
+    return proc, url
+
+
 def gql(url, query, variables=None):
     r = httpx.post(url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
     r.raise_for_status()
@@ -57,23 +74,13 @@ def stack(tmp_path, gemma_base):
     serving = Server(home, model=start_model).wait()
     env = {**os.environ, "FORGE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "FORGE_SERVING_URL": serving.url, "FORGE_MIN_CURATED_EXAMPLES": "20"}
-    port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = [subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO_ROOT, env=env,
-                              stdout=(logs / "daemon.log").open("w"), stderr=subprocess.STDOUT),
-             subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO_ROOT, env=env, stdout=(logs / "webserver.log").open("w"), stderr=subprocess.STDOUT)]
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(url + "/server_info", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+                              stdout=(logs / "daemon.log").open("w"), stderr=subprocess.STDOUT)]
     try:
-        wait_for(up, 180, "dagster-webserver")
+        webserver, url = start_webserver(env, (logs / "webserver.log").open("w"))
+        procs.append(webserver)
         yield {"url": url, "serving": serving, "home": home, "base": base, "logs": logs}
     finally:
         for p in procs:

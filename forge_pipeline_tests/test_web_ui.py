@@ -7,8 +7,7 @@ import subprocess
 import pytest
 
 from forge_pipeline_tests.conftest import ARTIFACTS, REPO_ROOT
-from forge_pipeline_tests.test_end_to_end import BIN, wait_for
-from forge_pipeline_tests.test_serving import free_port
+from forge_pipeline_tests.test_end_to_end import start_webserver
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # as the workplace's probe runs it: no background traffic to hosts this machine cannot reach
@@ -18,25 +17,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.fixture
 def webserver(tmp_path):
-    import httpx
-
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "FORGE_HOME": str(tmp_path / "forge_home"), "DAGSTER_HOME": str(dagster_home)}
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(url + "/server_info", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    proc, url = start_webserver(env, subprocess.DEVNULL)
     try:
-        wait_for(up, 180, "dagster-webserver")
         yield url, tmp_path
     finally:
         proc.terminate()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -143,6 +143,3 @@ def last_export(models_dir: Path) -> dict | None:
     manifest = Path(json.loads(pointer.read_text())["manifest"])
     return json.loads(manifest.read_text()) | {"dir": str(manifest.parent)} if manifest.exists() else None
 
-
-def report_dict(report: ExportReport) -> dict:
-    return asdict(report)

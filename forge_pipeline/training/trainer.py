@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional
@@ -408,6 +408,3 @@ def train(data_path, output_dir, base_model: Optional[str] = None, lora_rank: in
                           force_cpu=options.get("force_cpu", False))
     return Path(report.final_dir)
 
-
-def report_dict(report: TrainingReport) -> dict:
-    return asdict(report)
