@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def _config(args):
-    from forge_pipeline.config import load_config
+    from forge_pipeline.cli import _config as config_from_args  # one place turns CLI flags into settings
 
-    return load_config(home=getattr(args, "home", None))
+    return config_from_args(args)
 
 
 def cmd_train(args) -> int:
