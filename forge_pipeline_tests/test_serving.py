@@ -1,6 +1,7 @@
 """The serving process for real: uvicorn on loopback, llama-cpp-python, tiny real GGUFs, the openai client."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -252,6 +253,22 @@ def test_non_loopback_bind_needs_a_token(tmp_path):
     r = subprocess.run([sys.executable, "-m", "serving", "--host", "0.0.0.0", "--port", str(free_port())],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "FORGE_ADMIN_TOKEN" in r.stderr
+
+
+def test_logit_bias_steers_greedy_generation(server):
+    """OpenAI's logit_bias (token id -> bias) reaches the sampler: +100 on one token makes greedy decoding repeat it."""
+    def answer(bias=None):
+        body = {"messages": MSG, "max_tokens": 6, "temperature": 0, **({"logit_bias": bias} if bias else {})}
+        r = server.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["message"]["content"]
+
+    forced = {tid: answer({str(tid): 100}) for tid in (300, 301)}
+    for text in forced.values():
+        assert re.fullmatch(r"(.+?)\1+", text, flags=re.S), text  # one piece, repeated
+    assert forced[300] != forced[301] and answer() not in forced.values()
+    r = server.post("/v1/chat/completions", json={"messages": MSG, "logit_bias": {"hello": 5}})
+    assert r.status_code == 422 and "token ids" in r.json()["error"]["message"]
 
 
 def test_request_limits(server):

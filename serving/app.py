@@ -10,13 +10,13 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Iterator, List, Literal, Optional, Union
+from typing import Dict, Iterator, List, Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from serving.deployments import DeploymentHistory
 from serving.model_manager import LoadedModel, ModelManager, NoModelError, ReloadInProgress
@@ -37,7 +37,21 @@ class ChatRequest(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     stop: Optional[Union[str, List[str]]] = None
     seed: Optional[int] = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    # OpenAI's form: token id (as a string) -> bias in [-100, 100]
+    logit_bias: Optional[Dict[str, float]] = Field(None, max_length=1024)
     stream: bool = False
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias):
+        for key, value in (bias or {}).items():
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {key!r}")
+            if not -100 <= value <= 100:
+                raise ValueError(f"logit_bias values lie in [-100, 100], got {value}")
+        return bias
 
 
 class ReloadRequest(BaseModel):
@@ -132,7 +146,9 @@ def create_app(settings: Optional[ServingSettings] = None, loader=None) -> FastA
         if max_tokens > settings.max_tokens_limit:
             raise HTTPException(400, f"max_tokens must be at most {settings.max_tokens_limit}")
         kwargs = dict(messages=[m.model_dump() for m in req.messages], max_tokens=max_tokens,
-                      temperature=req.temperature, top_p=req.top_p, stop=req.stop, seed=req.seed)
+                      temperature=req.temperature, top_p=req.top_p, stop=req.stop, seed=req.seed,
+                      presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                      logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None)
         lease = model_lease()
         model = next(lease)  # held until the whole answer, streamed or not, is produced
 

@@ -2,8 +2,10 @@
 
     .venv/bin/python -m bench.serving.bench_serving GGUF [--reloads 50]
 
-- generation tokens/s through the API (non-streaming, greedy) vs raw llama-cpp-python on the same file,
-  same prompt, same thread count (target: API at least 0.95x raw);
+- generation tokens/s through the API (greedy; non-streaming and streaming) vs raw llama-cpp-python on the
+  same file, same prompt, same thread count (target: API at least 0.95x raw). End-of-turn tokens get a
+  -100 logit bias on both sides so every request generates exactly TOKENS tokens, and API and raw requests
+  alternate (order flipped each round) so the drift of a shared 2-core VM hits both alike;
 - reload latency (probe process + load + swap), median and max;
 - resident memory of the server after N reloads vs after the first load (target: within 10%).
 """
@@ -36,24 +38,45 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def raw_tokens_per_s(gguf: Path, threads: int, runs: int) -> list[float]:
-    from llama_cpp import Llama
+def end_tokens(llm) -> dict[int, float]:
+    """-100 on every end-of-turn token, so generation runs to max_tokens."""
+    ids = {llm.token_eos()}
+    for text in (b"<end_of_turn>", b"<|eot_id|>", b"<|im_end|>", b"<eos>"):
+        pieces = llm.tokenize(text, add_bos=False, special=True)
+        if len(pieces) == 1:
+            ids.add(pieces[0])
+    return {i: -100.0 for i in ids if i >= 0}
 
-    llm = Llama(str(gguf), n_ctx=2048, n_threads=threads, verbose=False)
-    out = []
-    for _ in range(runs + 1):
-        t = time.perf_counter()
-        r = llm.create_chat_completion(messages=MSG, max_tokens=TOKENS, temperature=0.0)
-        out.append(r["usage"]["completion_tokens"] / (time.perf_counter() - t))
-    llm.close()
-    return out[1:]
+
+def timed_raw(llm, bias: dict[int, float]) -> float:
+    t = time.perf_counter()
+    r = llm.create_chat_completion(messages=MSG, max_tokens=TOKENS, temperature=0.0, logit_bias=bias)
+    assert r["usage"]["completion_tokens"] == TOKENS
+    return TOKENS / (time.perf_counter() - t)
+
+
+def timed_api(url: str, bias: dict[int, float], stream: bool) -> float:
+    body = {"messages": MSG, "max_tokens": TOKENS, "temperature": 0, "stream": stream,
+            "logit_bias": {str(k): v for k, v in bias.items()}}
+    t = time.perf_counter()
+    if not stream:
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=600).json()
+        assert r["usage"]["completion_tokens"] == TOKENS, r
+    else:
+        chunks = 0
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {") and '"content"' in line:
+                    chunks += 1
+        assert chunks >= TOKENS * 0.9, chunks  # a token may hold no text; most do
+    return TOKENS / (time.perf_counter() - t)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("gguf", type=Path)
     ap.add_argument("--reloads", type=int, default=50)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=10)
     args = ap.parse_args()
     threads = os.cpu_count() or 2
     home = Path(tempfile.mkdtemp(prefix="forge-serve-bench-"))
@@ -77,14 +100,19 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        api = []
-        for i in range(args.runs + 1):
-            t = time.perf_counter()
-            r = httpx.post(url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": TOKENS, "temperature": 0},
-                           timeout=600).json()
-            api.append(r["usage"]["completion_tokens"] / (time.perf_counter() - t))
-        api = api[1:]
-        raw = raw_tokens_per_s(model, threads, args.runs)
+        from llama_cpp import Llama
+
+        llm = Llama(str(model), n_ctx=2048, n_threads=threads, verbose=False)
+        bias = end_tokens(llm)
+        timed_raw(llm, bias), timed_api(url, bias, False)  # warm both
+        measure = {"raw": lambda: timed_raw(llm, bias), "api": lambda: timed_api(url, bias, False),
+                   "api_stream": lambda: timed_api(url, bias, True)}
+        speeds = {k: [] for k in measure}
+        for i in range(args.runs):
+            for k in (list(measure) if i % 2 == 0 else list(reversed(measure))):
+                speeds[k].append(measure[k]())
+        llm.close()
+        api, raw, stream = speeds["api"], speeds["raw"], speeds["api_stream"]
         baseline = rss_mb(proc.pid)
         latencies = []
         for i in range(args.reloads):
@@ -98,7 +126,11 @@ def main() -> None:
             "gguf": args.gguf.name, "size_mb": round(model.stat().st_size / 2**20, 1), "threads": threads,
             "tokens_per_request": TOKENS, "api_tokens_per_s_median": round(statistics.median(api), 2),
             "raw_tokens_per_s_median": round(statistics.median(raw), 2),
-            "api_vs_raw": round(statistics.median(api) / statistics.median(raw), 3), "api_vs_raw_target": 0.95,
+            "api_stream_tokens_per_s_median": round(statistics.median(stream), 2),
+            "api_vs_raw": round(statistics.median(api) / statistics.median(raw), 3),
+            "api_stream_vs_raw": round(statistics.median(stream) / statistics.median(raw), 3),
+            "api_vs_raw_pairwise_median": round(statistics.median(a / r for a, r in zip(api, raw)), 3),
+            "api_vs_raw_target": 0.95, "speed_rounds": args.runs,
             "reloads": args.reloads, "reload_latency_s_median": round(statistics.median(latencies), 2),
             "reload_latency_s_max": round(max(latencies), 2),
             "rss_mb_after_first_load": round(baseline, 1), "rss_mb_after_reloads": round(after, 1),
