@@ -77,6 +77,33 @@ def test_tiny_end_to_end_train_merge_gguf_generate(curated, tiny_base):
                         home=c.home_dir).status == "trained"
 
 
+def test_packing_fills_rows_with_whole_examples(curated, tiny_base, tmp_path):
+    c = curated
+    runs = {packing: run_training(c.curated_path, tmp_path / f"packing-{packing}", tiny_cfg(tiny_base, packing=packing,
+                                  max_steps=2, max_seq_length=1024, eval_steps=None, save_steps=100), home=c.home_dir).metrics
+            for packing in (False, True)}
+    assert runs[True]["batch_layout"] == "packed (bfd)" and runs[False]["batch_layout"] == "padded"
+    assert runs[True]["global_step"] == runs[False]["global_step"] == 2
+    # the same steps carry several examples per row once packed (sample-vault examples are far below 1024 tokens)
+    assert runs[True]["tokens_seen"] > 1.5 * runs[False]["tokens_seen"] > 0
+    assert all(r["train_loss"] == r["train_loss"] for r in runs.values())  # not NaN
+
+
+def test_padded_embedding_survives_merge_and_gguf(curated, tmp_path):
+    """An embedding with more rows than the tokenizer has tokens (vocabularies padded for speed) must still
+    give a GGUF llama.cpp loads: the converter pads the vocabulary only from the base's tokenizer.model."""
+    c = curated
+    base = make_tiny_llama(tmp_path / "padded", vocab_size=512)
+    report = run_training(c.curated_path, tmp_path / "training", tiny_cfg(base, max_steps=1, eval_steps=None),
+                          home=c.home_dir)
+    exp = export_model(Path(report.final_dir), tmp_path / "models", quant="f16", eval_path=c.eval_path)
+    assert exp.validation["loads"] and exp.validation["parity_ok"], exp.validation.get("load_error")
+    from gguf import GGUFReader
+
+    tokens = GGUFReader(exp.gguf_path).fields["tokenizer.ggml.tokens"]
+    assert len(tokens.data) == 512
+
+
 def test_kill_mid_run_then_resume(curated, tiny_base, tmp_path):
     c = curated
     cfg = tiny_cfg(tiny_base, max_steps=40, save_steps=2, eval_steps=100)

@@ -28,14 +28,15 @@ def make_tokenizer(out: Path) -> None:
     AutoTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
 
 
-def make_tiny_llama(out: Path, seed: int = 0) -> Path:
+def make_tiny_llama(out: Path, seed: int = 0, vocab_size: int = 400) -> Path:
+    """vocab_size above the tokenizer's 400 pieces gives a padded embedding, as many released models have."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
     make_tokenizer(out)
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     LlamaForCausalLM(cfg).save_pretrained(out)

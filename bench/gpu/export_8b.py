@@ -14,8 +14,8 @@ from pathlib import Path
 def use_sentencepiece_tokenizer(model_dir: Path) -> None:
     """The random model ships a home-made BPE tokenizer, which llama.cpp's converter refuses (it knows BPE
     pre-tokenizers by hash); a SentencePiece model with the config's special ids goes through. Its 360 pieces
-    do not cover the 128,256 embedding rows, which llama.cpp rejects when loading: validation then reports
-    that (from its child process) and the merge/convert/quantize timings still stand."""
+    cover few of the 128,256 embedding rows: the converter pads the rest from tokenizer.model, which
+    merge_only carries into the merged directory for that reason."""
     import sentencepiece as spm
 
     if (model_dir / "tokenizer.model").exists():

@@ -7,7 +7,10 @@
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
 to OUT/gpu_training_runs.jsonl as soon as it exists, then a summary.
-    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore]
+
+`explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
+wrapped strategy) that chose the defaults.
 """
 from __future__ import annotations
 
@@ -38,16 +41,25 @@ def run(cmd: list[str], log: Path) -> list[dict]:
 
 def main() -> None:
     model_dir, bare, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    plan_name = sys.argv[4] if len(sys.argv) > 4 else "full"
     out.mkdir(parents=True, exist_ok=True)
     runs, log = out / "gpu_training_runs.jsonl", out / "gpu_training.log"
     plan = []
     if not (Path(model_dir) / "config.json").exists():
         plan.append([sys.executable, bare, "make", model_dir])
     plan.append([sys.executable, bare, "unsloth", model_dir])
-    for backend in ("unsloth", "transformers"):
-        for seq in (512, 2048):
-            plan.append([sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend", backend, "--seq", str(seq)])
-    plan.append([sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend", "unsloth", "--seq", "2048", "--packing"])
+    shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
+    backends = ("unsloth",) if plan_name == "explore" else ("unsloth", "transformers")
+    for backend in backends:
+        for seq in ("512", "2048"):
+            plan.append(shape + [backend, "--seq", seq])
+    if plan_name == "explore":
+        for strategy in ("bfd", "wrapped"):
+            plan.append(shape + ["unsloth", "--seq", "2048", "--packing", "--packing-strategy", strategy])
+        for seq in ("512", "2048"):
+            plan.append(shape + ["unsloth", "--seq", seq, "--padding-free", "off"])
+    else:
+        plan.append(shape + ["unsloth", "--seq", "2048", "--packing"])
     for cmd in plan:
         for row in run(cmd, log):
             with runs.open("a") as f:

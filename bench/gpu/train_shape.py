@@ -38,10 +38,11 @@ def main() -> None:
     ap.add_argument("--backend", required=True)
     ap.add_argument("--seq", type=int, required=True)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=11)
+    ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--packing", action="store_true", help="reflection-length examples (100-400 tokens), packed")
-    ap.add_argument("--packing-strategy", default="wrapped")
+    ap.add_argument("--packing-strategy", default=None, help="default: TrainingConfig's")
     ap.add_argument("--loss-type", default="nll")
+    ap.add_argument("--padding-free", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args()
     if args.backend == "unsloth":
         import unsloth  # noqa: F401  (before transformers, as in production)
@@ -56,9 +57,12 @@ def main() -> None:
     cfg = TrainingConfig(base_model=args.model_dir, backend=args.backend, batch_size=args.batch,
                          gradient_accumulation_steps=1, max_seq_length=args.seq, max_steps=args.steps, num_epochs=1,
                          logging_steps=1, save_steps=10_000, packing=args.packing, min_examples=1, warmup_ratio=0.0,
-                         packing_strategy=args.packing_strategy, loss_type=args.loss_type)
+                         loss_type=args.loss_type,
+                         **({"packing_strategy": args.packing_strategy} if args.packing_strategy else {}),
+                         padding_free={"auto": None, "on": True, "off": False}[args.padding_free])
     report = run_training(work / "train.jsonl", work / "training", cfg, home=work, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"mode": f"forge-{args.backend}", "batch": args.batch, "seq": args.seq, "packing": args.packing, "packing_strategy": args.packing_strategy, "loss_type": args.loss_type,
+    print(json.dumps({"mode": f"forge-{args.backend}", "batch": args.batch, "seq": args.seq, "packing": args.packing, "packing_strategy": cfg.packing_strategy, "loss_type": args.loss_type,
+                      "padding_free": args.padding_free,
                       "examples": n, "example_tokens": list(lengths), **report.metrics}), flush=True)
 
 

@@ -22,6 +22,17 @@ def adapter_base_path(adapter_dir: Path) -> str:
     raise ExportError(f"{adapter_dir}: not a LoRA adapter (no adapter_config.json)")
 
 
+def _keep_sentencepiece_model(base_dir: Path, merged_dir: Path) -> None:
+    """Carry the base's SentencePiece model into the merged directory.
+
+    transformers 5 saves only tokenizer.json. From that, llama.cpp's converter writes just the tokenizer's own
+    tokens, while from tokenizer.model it pads the vocabulary up to the embedding's rows; a model whose
+    embedding is larger than its tokenizer (padded vocabularies) then fails to load in llama.cpp."""
+    source = base_dir / "tokenizer.model"
+    if source.is_file() and not (merged_dir / "tokenizer.model").exists():
+        shutil.copy2(source, merged_dir / "tokenizer.model")
+
+
 def merge_only(checkpoint_path, output_path, base_model_path: str | None = None, dtype: str = "bfloat16") -> Path:
     """Merge the adapter at ``checkpoint_path`` into a 16-bit copy of its base; write an HF dir at ``output_path``.
 
@@ -50,6 +61,7 @@ def merge_only(checkpoint_path, output_path, base_model_path: str | None = None,
     merged.save_pretrained(tmp, max_shard_size="5GB")
     tok = AutoTokenizer.from_pretrained(str(checkpoint_path))
     tok.save_pretrained(tmp)
+    _keep_sentencepiece_model(Path(base_path), tmp)
     template = checkpoint_path / "chat_template.jinja"
     if template.exists():
         shutil.copy2(template, tmp / "chat_template.jinja")

@@ -44,9 +44,13 @@ class TrainingConfig(BaseModel):
     seed: int = 42
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: run all epochs).")
     packing: bool = Field(False, description="Pack short examples into full-length rows.")
-    packing_strategy: Literal["wrapped", "bfd"] = Field("wrapped", description="wrapped: concatenate examples into "
-                                                         "full rows (fast everywhere); bfd: keep examples apart "
-                                                         "(padding-free; fast only with flash-attention kernels).")
+    packing_strategy: Literal["bfd", "wrapped"] = Field("bfd", description="bfd: best-fit rows of whole examples, "
+                                                         "each attending only to itself (flash varlen under unsloth); "
+                                                         "wrapped: concatenate and cut into full rows, splitting "
+                                                         "examples at row ends.")
+    padding_free: Optional[bool] = Field(None, description="Unpacked batches as one row without padding. None: "
+                                         "with unsloth, only when padded batches would be over 15% padding "
+                                         "(batch_layout.py); padded rows elsewhere.")
     loss_type: Literal["nll", "chunked_nll"] = Field("nll", description="nll lets the model (and unsloth's fused "
                                                      "cross-entropy) compute the loss; TRL's chunked_nll adds "
                                                      "per-step metrics at a measurable cost on small shapes.")

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file, sha256_text
+from forge_pipeline.training.batch_layout import choose_padding_free, count_training_tokens
 from forge_pipeline.training.base_model import ResolvedBase, cuda_available, resolve_base_model
 from forge_pipeline.training.checkpoints import clear_checkpoints, last_complete_checkpoint, publish_dir
 from forge_pipeline.training.config import DEFAULT_CHAT_TEMPLATE, TrainingConfig
@@ -127,19 +129,24 @@ def _cached_report(final_dir: Path, fingerprint: str) -> Optional[TrainingReport
 
 
 def _load_model(backend: str, base: ResolvedBase, cfg: TrainingConfig, cuda: bool):
+    """(model with LoRA, tokenizer, what attention unsloth uses for packed rows, or None)."""
     import torch
 
     if backend == "unsloth":
         import unsloth  # noqa: F401  (must be imported before transformers patches apply)
         from unsloth import FastLanguageModel
 
+        from forge_pipeline.training import unsloth_varlen
+
+        attention = unsloth_varlen.enable()
         model, tok = FastLanguageModel.from_pretrained(base.path, max_seq_length=cfg.max_seq_length,
                                                        load_in_4bit=True, dtype=None)
+
         model = FastLanguageModel.get_peft_model(
             model, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=cfg.target_modules, bias="none", use_gradient_checkpointing="unsloth",
             random_state=cfg.seed)
-        return model, tok
+        return model, tok, attention
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -156,10 +163,11 @@ def _load_model(backend: str, base: ResolvedBase, cfg: TrainingConfig, cuda: boo
         model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32, attn_implementation="eager")
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lora), tok
+    return get_peft_model(model, lora), tok, None  # transformers' own attention handles packed rows
 
 
 def _callbacks(cfg: TrainingConfig, on_metrics: Optional[MetricsFn], has_eval: bool):
+    """(callbacks, the one that times steps)"""
     from transformers import EarlyStoppingCallback, TrainerCallback
 
     class GuardAndReport(TrainerCallback):
@@ -177,12 +185,16 @@ def _callbacks(cfg: TrainingConfig, on_metrics: Optional[MetricsFn], has_eval: b
     class Throughput(TrainerCallback):
         """Steady-state tokens/s: from the end of step 3 on, past compilation and allocator warm-up."""
 
-        marks: list = []
+        def __init__(self):
+            self.marks: list = []  # (time, optimizer steps done in this session)
+            self.first_step = None
 
         def on_step_end(self, args, state, control, **kwargs):
             if cuda_sync is not None:
                 cuda_sync()
-            self.marks.append((time.perf_counter(), state.num_input_tokens_seen or 0))
+            if self.first_step is None:
+                self.first_step = state.global_step - 1  # >0 after resuming from a checkpoint
+            self.marks.append((time.perf_counter(), state.global_step - self.first_step))
 
     cuda_sync = None
     try:
@@ -193,11 +205,23 @@ def _callbacks(cfg: TrainingConfig, on_metrics: Optional[MetricsFn], has_eval: b
     except ImportError:
         pass
     throughput = Throughput()
-    throughput.marks = []
     cbs = [GuardAndReport(), throughput]
     if cfg.early_stopping_patience and has_eval:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    return cbs
+    return cbs, throughput
+
+
+def _choose_layout(cfg: TrainingConfig, backend: str, tok, rows: list[dict]) -> tuple[Optional[bool], Optional[float]]:
+    """(padding_free for SFTConfig, or None for TRL's choice; expected padding share of padded batches).
+
+    Only unsloth's unpacked batches are chosen here; packing is always padding-free, and the transformers
+    backend keeps padded rows (its SDPA path has no varlen kernel)."""
+    if cfg.padding_free is not None or cfg.packing or backend != "unsloth":
+        return cfg.padding_free, None
+    sample = random.Random(cfg.seed).sample(rows, min(len(rows), 512))
+    lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
+               for r in sample]
+    return choose_padding_free(lengths, cfg.batch_size, cfg.max_seq_length)
 
 
 def _peak_memory_gib(cuda: bool) -> float:
@@ -275,7 +299,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     log(f"backend={backend} base={base.name} ({base.source}) device={'cuda' if cuda else 'cpu'} "
         f"train={len(train_rows)} eval={len(eval_rows)}")
     t_load = time.time()
-    model, tok = _load_model(backend, base, cfg, cuda)
+    model, tok, packed_attention = _load_model(backend, base, cfg, cuda)
     if not tok.chat_template:
         tok.chat_template = DEFAULT_CHAT_TEMPLATE
     if tok.pad_token is None:
@@ -288,6 +312,9 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     train_ds = Dataset.from_list(_to_prompt_completion(train_rows))
     eval_ds = Dataset.from_list(_to_prompt_completion(eval_rows)) if eval_rows else None
     steps_per_epoch = None
+    padding_free, waste = _choose_layout(cfg, backend, tok, train_rows)
+    layout = f"packed ({cfg.packing_strategy})" if cfg.packing else "padding-free" if padding_free else "padded"
+    log(f"batch layout: {layout}" + (f" (expected padding if padded: {waste:.0%})" if waste is not None else ""))
 
     def make_trainer(batch: int, accum: int):
         nonlocal steps_per_epoch
@@ -304,15 +331,20 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
             load_best_model_at_end=bool(cfg.early_stopping_patience and eval_ds is not None),
             metric_for_best_model="eval_loss" if cfg.early_stopping_patience else None,
             max_length=cfg.max_seq_length, packing=cfg.packing, packing_strategy=cfg.packing_strategy,
+            **({} if padding_free is None else {"padding_free": padding_free}),
             loss_type=cfg.loss_type, completion_only_loss=True,
             report_to="none", optim="adamw_8bit" if cuda else "adamw_torch",
             logging_nan_inf_filter=False,  # the default hides NaN losses from logs, and so from the guard
             bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
-            dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="no",
             disable_tqdm=False,
         )
-        return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=tok, callbacks=_callbacks(cfg, on_metrics, eval_ds is not None))
+        callbacks, throughput = _callbacks(cfg, on_metrics, eval_ds is not None)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             processing_class=tok, callbacks=callbacks)
+        result["counter"] = count_training_tokens(trainer)
+        result["throughput"] = throughput
+        return trainer
 
     result = {}
 
@@ -332,7 +364,8 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
 
         torch.cuda.reset_peak_memory_stats()
     trainer = run_with_oom_backoff(run, cfg.batch_size, cfg.gradient_accumulation_steps, log)
-    marks = next((cb.marks for cb in trainer.callback_handler.callbacks if hasattr(cb, "marks")), [])
+    counter, accum = result["counter"], result["accum"]
+    marks = [(t, counter.tokens_through(steps * accum)) for t, steps in result["throughput"].marks]
     warm = min(3, len(marks) - 2)
     steady = None
     if warm >= 0 and len(marks) >= 2 and marks[-1][0] > marks[warm][0]:
@@ -344,7 +377,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         raise NonFiniteLossError(f"eval loss is {final_eval}: no adapter was published")
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
-    tokens = trainer.state.num_input_tokens_seen or 0
+    tokens = marks[-1][1] if marks else 0  # real (non-padding) training tokens of this session
     metrics = {
         "train_loss": train_losses[-1] if train_losses else None,
         "train_loss_mean": result["train_output"].training_loss,
@@ -363,6 +396,9 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         "effective_batch_size": result["batch"] * result["accum"],
         "batch_size_used": result["batch"],
         "gradient_accumulation_used": result["accum"],
+        "batch_layout": layout,
+        "padding_waste_if_padded": None if waste is None else round(waste, 3),
+        "packed_attention": packed_attention,
     }
 
     tmp = output_dir / ".final.tmp"
