@@ -56,7 +56,7 @@ def main() -> None:
     make_data(work / "train.jsonl", args.model_dir, n, lengths)
     cfg = TrainingConfig(base_model=args.model_dir, backend=args.backend, batch_size=args.batch,
                          gradient_accumulation_steps=1, max_seq_length=args.seq, max_steps=args.steps, num_epochs=1,
-                         logging_steps=1, save_steps=10_000, packing=args.packing, min_examples=1, warmup_ratio=0.0,
+                         save_steps=10_000, packing=args.packing, min_examples=1, warmup_ratio=0.0,
                          loss_type=args.loss_type,
                          **({"packing_strategy": args.packing_strategy} if args.packing_strategy else {}),
                          padding_free={"auto": None, "on": True, "off": False}[args.padding_free])

@@ -183,18 +183,27 @@ def _callbacks(cfg: TrainingConfig, on_metrics: Optional[MetricsFn], has_eval: b
                 on_metrics({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
 
     class Throughput(TrainerCallback):
-        """Steady-state tokens/s: from the end of step 3 on, past compilation and allocator warm-up."""
+        """Steady-state tokens/s between the end of step 3 (past compilation and allocator warm-up) and the
+        last step. The GPU is synchronized only at those two marks, so the steps between run as they do
+        unmeasured: the host queues the next step while the GPU finishes the last one."""
+
+        warm_steps = 3
 
         def __init__(self):
             self.marks: list = []  # (time, optimizer steps done in this session)
             self.first_step = None
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def _mark(self, state):
             if cuda_sync is not None:
                 cuda_sync()
+            self.marks.append((time.perf_counter(), state.global_step - self.first_step))
+
+        def on_step_end(self, args, state, control, **kwargs):
             if self.first_step is None:
                 self.first_step = state.global_step - 1  # >0 after resuming from a checkpoint
-            self.marks.append((time.perf_counter(), state.global_step - self.first_step))
+            done = state.global_step - self.first_step
+            if done == self.warm_steps or state.global_step == state.max_steps or control.should_training_stop:
+                self._mark(state)
 
     cuda_sync = None
     try:
@@ -365,11 +374,11 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         torch.cuda.reset_peak_memory_stats()
     trainer = run_with_oom_backoff(run, cfg.batch_size, cfg.gradient_accumulation_steps, log)
     counter, accum = result["counter"], result["accum"]
-    marks = [(t, counter.tokens_through(steps * accum)) for t, steps in result["throughput"].marks]
-    warm = min(3, len(marks) - 2)
+    marks = [(t, steps, counter.tokens_through(steps * accum)) for t, steps in result["throughput"].marks]
     steady = None
-    if warm >= 0 and len(marks) >= 2 and marks[-1][0] > marks[warm][0]:
-        steady = round((marks[-1][1] - marks[warm][1]) / (marks[-1][0] - marks[warm][0]), 1)
+    if len(marks) >= 2 and marks[-1][0] > marks[0][0]:
+        steady = round((marks[-1][2] - marks[0][2]) / (marks[-1][0] - marks[0][0]), 1)
+    tokens = counter.tokens_through((trainer.state.global_step - (result["throughput"].first_step or 0)) * accum)
     final_eval = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     if final_eval is None and eval_ds is not None:
         log(f"warning: no eval example has an answer token within max_seq_length={cfg.max_seq_length}; eval loss unknown")
@@ -377,7 +386,6 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         raise NonFiniteLossError(f"eval loss is {final_eval}: no adapter was published")
     history = trainer.state.log_history
     train_losses = [h["loss"] for h in history if "loss" in h]
-    tokens = marks[-1][1] if marks else 0  # real (non-padding) training tokens of this session
     metrics = {
         "train_loss": train_losses[-1] if train_losses else None,
         "train_loss_mean": result["train_output"].training_loss,
@@ -388,7 +396,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
         "tokens_seen": tokens,
         "tokens_per_s": round(tokens / result["train_s"], 1) if result["train_s"] > 0 and tokens else None,
         "steady_tokens_per_s": steady,
-        "steady_steps_timed": max(0, len(marks) - 1 - warm) if marks else 0,
+        "steady_steps_timed": marks[-1][1] - marks[0][1] if len(marks) >= 2 else 0,
         "train_s": round(result["train_s"], 2),
         "load_s": round(load_s, 2),
         "peak_memory_gib": _peak_memory_gib(cuda),
