@@ -60,9 +60,10 @@ def lora_adapter(context: AssetExecutionContext, config: TrainingRunConfig, forg
         "eval_path": str(settings.eval_path), "output_dir": str(settings.training_dir), "home": str(settings.home_dir),
     }).get_materialize_result()
     md = dict(result.metadata or {})
-    adapter_dir = Path(md["adapter_dir"].value if hasattr(md["adapter_dir"], "value") else md["adapter_dir"])
+    reported = {k: getattr(v, "value", v) for k, v in md.items()}  # Pipes values arrive as MetadataValues
+    adapter_dir = Path(reported["adapter_dir"])
     manifest = json.loads((adapter_dir / "manifest.json").read_text())
-    if manifest.get("status") == "cached" or (md.get("status") and getattr(md["status"], "value", md["status"]) == "cached"):
+    if reported.get("status") == "cached":
         context.log.info("data, config and base model unchanged since the last adapter: training skipped")
     extra = {"hyperparameters": MetadataValue.json(manifest["hyperparameters"]),
              "base_model": manifest["base_model"]["name"], "versions": MetadataValue.json(manifest["versions"])}
