@@ -6,7 +6,7 @@
   4. the unsloth backend with packing on reflection-length examples (100-400 tokens), 4 x 2048.
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
-to OUT/gpu_training_runs.jsonl as soon as it exists, then a summary.
+to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_h100.json summarizes one such file).
     python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore]
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
