@@ -46,12 +46,13 @@ class ChatRequest(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, bias):
+        """-> {token id: bias}, the form llama-cpp-python takes."""
         for key, value in (bias or {}).items():
             if not key.isdigit():
                 raise ValueError(f"logit_bias keys are token ids, got {key!r}")
             if not -100 <= value <= 100:
                 raise ValueError(f"logit_bias values lie in [-100, 100], got {value}")
-        return bias
+        return {int(k): v for k, v in bias.items()} if bias else None
 
 
 class ReloadRequest(BaseModel):
@@ -148,7 +149,7 @@ def create_app(settings: Optional[ServingSettings] = None, loader=None) -> FastA
         kwargs = dict(messages=[m.model_dump() for m in req.messages], max_tokens=max_tokens,
                       temperature=req.temperature, top_p=req.top_p, stop=req.stop, seed=req.seed,
                       presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-                      logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None)
+                      logit_bias=req.logit_bias)
         lease = model_lease()
         model = next(lease)  # held until the whole answer, streamed or not, is produced
 
