@@ -59,8 +59,9 @@ def enable(tolerance: float = 0.02) -> str:
         from unsloth.utils import attention_dispatch as dispatch
     except ImportError:
         return "unsloth not installed"
-    if getattr(dispatch, "_TORCH_VARLEN_ATTN", None) is not None:
-        return "torch varlen flash (unsloth's own)"
+    current = getattr(dispatch, "_TORCH_VARLEN_ATTN", None)
+    if current is not None:  # unsloth's own, or ours from an earlier training in this process
+        return getattr(current, "forge_result", "torch varlen flash (unsloth's own)")
     needed = ("_LeanFlashVarlen", "_LEAN_VARLEN", "_torch_varlen_takes", "_varlen_attn_call")
     if not all(hasattr(dispatch, name) for name in needed):
         return "per-example SDPA (this unsloth has no varlen hook to enable)"
@@ -75,7 +76,8 @@ def enable(tolerance: float = 0.02) -> str:
         return f"per-example SDPA (flash varlen probe failed: {type(e).__name__}: {str(e)[:120]})"
     if not error <= tolerance:
         return f"per-example SDPA (flash varlen differs from SDPA by {error:.3g})"
+    varlen_attn.forge_result = f"torch varlen flash (enabled by forge; probe relative difference {error:.2g})"
     dispatch._TORCH_VARLEN_ATTN = varlen_attn
     dispatch._LEAN_VARLEN = True
     dispatch._varlen_can_use_cudnn = lambda *args, **kwargs: False
-    return f"torch varlen flash (enabled by forge; probe relative difference {error:.2g})"
+    return varlen_attn.forge_result
