@@ -2,6 +2,12 @@
 unsloth backend, then merge (16-bit) + GGUF convert + q4_k_m quantize + validate through the project's own
 export_model, recording the times. Prints one JSON line.
     python -m bench.gpu.export_8b MODEL_DIR WORK_DIR
+
+llama-cpp-python must be built there with the system compiler: the image's CXX (/opt/gcc/bin/g++) links
+libstdc++ statically into every llama.cpp library, their copies clash, and every full model load dies with
+SIGSEGV in llama_model::print_info (vocab-only loads survive):
+    CC=/usr/bin/gcc CXX=/usr/bin/g++ CMAKE_ARGS="-DGGML_NATIVE=off" python3 -m pip install --no-deps \
+        --no-build-isolation --target /tmp/site .device/llama_cpp_python.tar.gz
 """
 from __future__ import annotations
 
