@@ -33,7 +33,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from forge_pipeline.export.export import export_model
+    from tqdm import tqdm
+
+    from forge_pipeline.export.export import EXPORT_STAGES, export_model
     from forge_pipeline.export.gguf import default_quantization
     from forge_pipeline.export.validate import degenerate_problems, load_problems, parity_problems
     from forge_pipeline.training.base_model import cuda_available
@@ -43,7 +45,14 @@ def cmd_export(args) -> int:
     manifest = adapter / "manifest.json"
     base = json.loads(manifest.read_text())["base_model"]["name"] if manifest.exists() else None
     quant = args.quant or default_quantization(base, cuda_available())
-    report = export_model(adapter, config.models_dir, quant=quant, name=args.name, eval_path=config.eval_path)
+    with tqdm(total=len(EXPORT_STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
+        def on_stage(name: str) -> None:
+            bar.update(EXPORT_STAGES.index(name) - bar.n)
+            bar.set_postfix_str(name)
+
+        report = export_model(adapter, config.models_dir, quant=quant, name=args.name, eval_path=config.eval_path,
+                              on_stage=on_stage)
+        bar.update(bar.total - bar.n)
     print(f"{report.status}: {report.gguf_path} ({report.size_mb} MB, {report.quantization}, sha256 {report.sha256[:16]}...)")
     problems = load_problems(report.validation) + degenerate_problems(report.validation) + parity_problems(report.validation)
     for p in problems:

@@ -206,8 +206,10 @@ def test_forge_train_export_status_from_the_shell(curated, tiny_base):
                         "--lr", "0.005"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "\ntrained: " in r.stdout and "(backend transformers" in r.stdout
+    assert "2/2" in r.stderr  # the trainer's progress bar reached its last step
     r = subprocess.run([forge, "--home", home, "export", "--quant", "f16"], capture_output=True, text=True, timeout=600)
     assert "companion-f16.gguf" in r.stdout
+    assert "export: 100%" in r.stderr and "4/4" in r.stderr and "validate" in r.stderr  # stage progress bar
     # the tiny random model loops ("p p p"), so validation names the degenerate answers and the exit code says so
     assert r.returncode == 1 and "validation: answer 1: repeats" in r.stderr
     status = json.loads(subprocess.run([forge, "--home", home, "status"], capture_output=True, text=True, timeout=120).stdout)

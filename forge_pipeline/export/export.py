@@ -74,10 +74,15 @@ def validate_export(gguf: Path, merged_dir: Path, eval_rows: list[dict], quant: 
     return result
 
 
+EXPORT_STAGES = ("merge", "convert", "quantize", "validate")
+
+
 def export_model(adapter_dir, models_dir, quant: str = "q4_k_m", name: str = "companion", eval_path=None,
                  work_dir=None, keep_merged: bool = False, tolerances: dict | None = None,
-                 log: Callable[[str], None] = print) -> ExportReport:
+                 log: Callable[[str], None] = print, on_stage: Callable[[str], None] | None = None) -> ExportReport:
+    """on_stage, when given, hears each of EXPORT_STAGES as it begins (the CLI's progress bar)."""
     adapter_dir, models_dir = Path(adapter_dir), Path(models_dir)
+    stage = on_stage or (lambda name: None)
     if quant not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quant!r}; choose one of {sorted(QUANTIZATIONS)}")
     if not (adapter_dir / "adapter_config.json").exists():
@@ -95,20 +100,24 @@ def export_model(adapter_dir, models_dir, quant: str = "q4_k_m", name: str = "co
     timings = {}
     try:
         t = time.time()
+        stage("merge")
         merged = merge_only(adapter_dir, work / "merged")
         timings["merge_s"] = round(time.time() - t, 2)
         t = time.time()
+        stage("convert")
         f16 = convert_to_gguf(merged, work / f"{name}-f16.gguf", "f16")
         timings["convert_s"] = round(time.time() - t, 2)
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / f"{name}-{quant}.gguf"
         t = time.time()
+        stage("quantize")
         if quant == "f16":
             shutil.move(str(f16), str(final))
         else:
             quantize_gguf(f16, final, quant)
         timings["quantize_s"] = round(time.time() - t, 2)
         t = time.time()
+        stage("validate")
         eval_rows = read_jsonl(eval_path) if eval_path and Path(eval_path).exists() else []
         validation = validate_export(final, merged, eval_rows, quant, tolerances)
         timings["validate_s"] = round(time.time() - t, 2)
