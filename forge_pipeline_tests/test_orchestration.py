@@ -100,6 +100,8 @@ def test_model_assets_materialize_then_skip_when_unchanged(config, tmp_path):
         assert "data:image/png;base64," in adapter_md["loss_curve"].value
         gguf_md = first.asset_materializations_for_node("gguf_model")[0].metadata
         assert gguf_md["quantization"].value == "f16" and len(gguf_md["sha256"].value) == 64
+        stages = [e.message for e in instance.all_logs(first.run_id) if (e.message or "").startswith("export: ")]
+        assert stages == ["export: merge", "export: convert", "export: quantize", "export: validate"]
         second = materialize(assets, resources=resources, run_config=run_config, instance=instance, raise_on_error=False)
         assert second.asset_materializations_for_node("lora_adapter")[0].metadata["status"].value == "cached"
         again = second.asset_materializations_for_node("gguf_model")[0].metadata

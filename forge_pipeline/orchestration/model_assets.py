@@ -80,7 +80,8 @@ def gguf_model(context: AssetExecutionContext, config: ExportRunConfig, forge: F
     base = json.loads((adapter_dir / "manifest.json").read_text())["base_model"]["name"]
     quant = config.quantization or default_quantization(base, cuda_available())
     report = export_model(adapter_dir, settings.models_dir, quant=quant, name=config.name,
-                          eval_path=settings.eval_path, log=context.log.info)
+                          eval_path=settings.eval_path, log=context.log.info,
+                          on_stage=lambda stage: context.log.info(f"export: {stage}"))
     if report.status == "cached":
         context.log.info(f"adapter unchanged: reusing the existing GGUF {report.gguf_path}, no export needed")
     v = report.validation
