@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -98,29 +99,29 @@ def export_model(adapter_dir, models_dir, quant: str = "q4_k_m", name: str = "co
     out_dir = models_dir / version
     work = Path(work_dir) if work_dir else models_dir / f".work-{version}"
     timings = {}
+
+    @contextmanager
+    def step(name: str):  # one place announces a stage and times it, so the two cannot drift apart
+        stage(name)
+        t = time.time()
+        yield
+        timings[f"{name}_s"] = round(time.time() - t, 2)
+
     try:
-        t = time.time()
-        stage("merge")
-        merged = merge_only(adapter_dir, work / "merged")
-        timings["merge_s"] = round(time.time() - t, 2)
-        t = time.time()
-        stage("convert")
-        f16 = convert_to_gguf(merged, work / f"{name}-f16.gguf", "f16")
-        timings["convert_s"] = round(time.time() - t, 2)
+        with step("merge"):
+            merged = merge_only(adapter_dir, work / "merged")
+        with step("convert"):
+            f16 = convert_to_gguf(merged, work / f"{name}-f16.gguf", "f16")
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / f"{name}-{quant}.gguf"
-        t = time.time()
-        stage("quantize")
-        if quant == "f16":
-            shutil.move(str(f16), str(final))
-        else:
-            quantize_gguf(f16, final, quant)
-        timings["quantize_s"] = round(time.time() - t, 2)
-        t = time.time()
-        stage("validate")
-        eval_rows = read_jsonl(eval_path) if eval_path and Path(eval_path).exists() else []
-        validation = validate_export(final, merged, eval_rows, quant, tolerances)
-        timings["validate_s"] = round(time.time() - t, 2)
+        with step("quantize"):
+            if quant == "f16":
+                shutil.move(str(f16), str(final))
+            else:
+                quantize_gguf(f16, final, quant)
+        with step("validate"):
+            eval_rows = read_jsonl(eval_path) if eval_path and Path(eval_path).exists() else []
+            validation = validate_export(final, merged, eval_rows, quant, tolerances)
         adapter_manifest = json.loads((adapter_dir / "manifest.json").read_text()) if (adapter_dir / "manifest.json").exists() else {}
         manifest = {
             "version": version, "file": final.name, "quantization": quant,
