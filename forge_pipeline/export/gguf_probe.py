@@ -27,7 +27,7 @@ def run_probe(gguf: Path, prompts: list, seqs: list, timeout_s: float = 1800) ->
     if proc.returncode != 0 or not lines:
         how = f"crashed (signal {-proc.returncode})" if proc.returncode < 0 else f"failed (exit {proc.returncode})"
         tail = (proc.stderr.strip().splitlines() or [""])[-1][:300]
-        return {"loads": False, "error": f"llama.cpp {how} on this GGUF: {tail}", "answers": []}
+        return {"loads": False, "error": f"llama.cpp {how} on this GGUF" + (f": {tail}" if tail else ""), "answers": []}
     return json.loads(lines[-1])
 
 
