@@ -346,7 +346,7 @@ def main() -> None:
     if VAULT.exists():
         shutil.rmtree(VAULT)
     rng = random.Random(7)
-    start, i, d = date(2026, 8, 1), 0, date(2026, 8, 1)
+    i, d = 0, date(2026, 8, 1)
     days = []
     while d <= date(2026, 10, 31):
         if rng.random() < 0.62:

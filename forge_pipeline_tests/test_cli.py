@@ -1,5 +1,4 @@
 """The `forge` console script, run as a user would, against the sample vault."""
-import io
 import subprocess
 import sys
 from pathlib import Path

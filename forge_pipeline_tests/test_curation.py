@@ -10,7 +10,7 @@ from forge_pipeline.curation.review import ReviewStore, review_interactive
 from forge_pipeline.curation.split import split_train_eval
 from forge_pipeline.curation.validators import overlap_problems, personal_data_problems
 from forge_pipeline.extraction.extractor import extract_training_data
-from forge_pipeline.files import read_jsonl, write_jsonl
+from forge_pipeline.files import read_jsonl
 
 BASE = "I realize that most of my stress this month came from one unanswered email I kept postponing."
 

@@ -1,5 +1,4 @@
 """Definitions load; the data assets and their checks materialize for real; a failing check blocks."""
-import shutil
 import subprocess
 import sys
 

@@ -1,8 +1,12 @@
 """Detection rules: tags (frontmatter, inline, nested, any case), phrasing, sections, and the negatives."""
 import pytest
 
-from forge_pipeline.config import DEFAULT_REFLECTION_PATTERNS, DEFAULT_REFLECTION_SECTIONS, DEFAULT_REFLECTION_TAGS, \
-    DEFAULT_SUMMARY_SECTIONS
+from forge_pipeline.config import (
+    DEFAULT_REFLECTION_PATTERNS,
+    DEFAULT_REFLECTION_SECTIONS,
+    DEFAULT_REFLECTION_TAGS,
+    DEFAULT_SUMMARY_SECTIONS,
+)
 from forge_pipeline.extraction.detection import DetectionRules, detect_reflections, find_summary
 from forge_pipeline.extraction.markdown import parse_note
 

@@ -1,6 +1,5 @@
 """The extractor on the sample vault and on small vaults: schema, stats, incremental cache, bad input."""
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from forge_pipeline.config import load_config
 from forge_pipeline.curation.curate import curate
 from forge_pipeline.export.export import export_model, last_export
 from forge_pipeline.export.validate import degeneracy, parity_ok

@@ -1,15 +1,12 @@
 """Sensor, deploy and the model assets on real Dagster instances; deploy against a real serving process."""
-import json
-import shutil
 
 import pytest
-from dagster import (AssetKey, DagsterInstance, Failure, MaterializeResult, RunRequest, asset, build_sensor_context,
-                     materialize)
+from dagster import DagsterInstance, Failure, MaterializeResult, RunRequest, asset, build_sensor_context, materialize
 
 from forge_pipeline.orchestration.deploy_assets import deployed_model
 from forge_pipeline.orchestration.resources import ServingClient
 from forge_pipeline.orchestration.sensors import gguf_deploy_sensor
-from forge_pipeline_tests.test_serving import MSG, Server
+from forge_pipeline_tests.test_serving import Server
 from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
-import uuid
+from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,16 +30,16 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(BaseModel):
     model: Optional[str] = None
-    messages: List[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
-    stop: Optional[Union[str, List[str]]] = None
+    stop: Optional[Union[str, list[str]]] = None
     seed: Optional[int] = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     # OpenAI's form: token id (as a string) -> bias in [-100, 100]
-    logit_bias: Optional[Dict[str, float]] = Field(None, max_length=1024)
+    logit_bias: Optional[dict[str, float]] = Field(None, max_length=1024)
     stream: bool = False
 
     @field_validator("logit_bias")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 from forge_pipeline.files import sha256_file
+
 from serving.deployments import DeploymentHistory
 from serving.model_paths import BadModelError, check_gguf_header, resolve_model_path
 from serving.probe import probe_in_subprocess

@@ -115,7 +115,7 @@ def main() -> None:
         api, raw, stream = speeds["api"], speeds["raw"], speeds["api_stream"]
         baseline = rss_mb(proc.pid)
         latencies = []
-        for i in range(args.reloads):
+        for _ in range(args.reloads):
             t = time.perf_counter()
             r = httpx.post(url + "/admin/reload-model", json={"model_path": str(model)}, timeout=600)
             assert r.status_code == 200, r.text

@@ -4,9 +4,10 @@ CLI passes the terminal)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from forge_pipeline.files import atomic_write_json
 

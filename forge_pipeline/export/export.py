@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from forge_pipeline.export.gguf import QUANTIZATIONS, convert_to_gguf, quantize_gguf
-from forge_pipeline.export.merge import ExportError, merge_only
 from forge_pipeline.export.gguf_probe import run_probe
+from forge_pipeline.export.merge import ExportError, merge_only
 from forge_pipeline.export.validate import PARITY_TOLERANCE, degeneracy, eval_sequences, hf_perplexity, parity_ok
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file
 

@@ -35,7 +35,7 @@ class DetectionRules:
     summary_sections: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, tags, patterns, sections, min_words: int, summary_sections=()) -> "DetectionRules":
+    def build(cls, tags, patterns, sections, min_words: int, summary_sections=()) -> DetectionRules:
         return cls(frozenset(t.lower().lstrip("#") for t in tags), tuple(patterns),
                    frozenset(s.strip().lower() for s in sections), min_words,
                    frozenset(s.strip().lower() for s in summary_sections))

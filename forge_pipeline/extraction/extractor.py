@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Iterable
 
 from forge_pipeline.config import ForgeSettings, load_config
 from forge_pipeline.extraction.chat_examples import build_messages, example_id

@@ -2,7 +2,7 @@
 import base64
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
@@ -25,7 +25,7 @@ class TrainingRunConfig(Config):
     lora_rank: Optional[int] = None
     lora_alpha: Optional[int] = None
     lora_dropout: Optional[float] = None
-    target_modules: Optional[List[str]] = None
+    target_modules: Optional[list[str]] = None
     learning_rate: Optional[float] = None
     num_epochs: Optional[float] = None
     batch_size: Optional[int] = None

@@ -1,5 +1,13 @@
 """Deploy each new GGUF whose checks passed: one deploy run per model, keyed by its sha256."""
-from dagster import AssetKey, AssetRecordsFilter, DagsterRunStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterRunStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
 
 from forge_pipeline.orchestration.jobs import deploy_job
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # Measured on the H100 (bench/results/gpu_training_h100_layouts.jsonl): with rows of equal length unsloth's
 # padded batches ran 1.37x (4x512) and 1.03x (4x2048) faster than padding-free ones. Padding-free wins back

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file, sha256_text
-from forge_pipeline.training.batch_layout import choose_padding_free, count_training_tokens
 from forge_pipeline.training.base_model import ResolvedBase, cuda_available, resolve_base_model
+from forge_pipeline.training.batch_layout import choose_padding_free, count_training_tokens
 from forge_pipeline.training.checkpoints import clear_checkpoints, last_complete_checkpoint, publish_dir
 from forge_pipeline.training.config import DEFAULT_CHAT_TEMPLATE, TrainingConfig
 

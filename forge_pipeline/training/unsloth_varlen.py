@@ -12,7 +12,7 @@ it computing the same forward and backward as per-example SDPA; otherwise nothin
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def _aten_flash_varlen(dispatch) -> Callable:

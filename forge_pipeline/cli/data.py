@@ -1,21 +1,10 @@
-"""`forge`: the command line, mirroring the original tool (extract, curate, review, train, export, status,
-reload, serve). Each command imports only what it needs, so the data commands start without torch."""
+"""`forge extract`, `forge curate`, `forge review`: the data commands. They never import torch."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-
-def _config(args):
-    from forge_pipeline.config import load_config
-
-    return load_config(home=getattr(args, "home", None), vault=getattr(args, "vault", None))
-
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+from forge_pipeline.cli.common import config_from_args as _config
 
 
 def cmd_extract(args) -> int:
@@ -54,11 +43,7 @@ def cmd_review(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forge", description=__doc__)
-    parser.add_argument("--home", help="data home (default: FORGE_HOME or ~/.companion)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub) -> None:
     p = sub.add_parser("extract", help="vault notes -> training_data/extracted.jsonl")
     p.add_argument("--vault", help="vault folder (default: FORGE_VAULT or the bundled sample vault)")
     p.add_argument("--output", help="output JSONL (default: FORGE_HOME/training_data/extracted.jsonl)")
@@ -70,24 +55,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("review", help="accept, reject or edit extracted examples in the terminal")
     p.set_defaults(func=cmd_review)
-
-    from forge_pipeline import cli_model
-
-    cli_model.add_commands(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"forge {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
