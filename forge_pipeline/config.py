@@ -105,8 +105,47 @@ class ForgeSettings(BaseSettings):
         return self.home_dir / "training"
 
     @property
+    def adapter_dir(self) -> Path:
+        """The published adapter (training/final): the one place this path is built."""
+        return self.training_dir / "final"
+
+    @property
     def models_dir(self) -> Path:
         return self.home_dir / "models"
+
+    @property
+    def base_models_dir(self) -> Path:
+        """Base models converted once (HF folders from a GGUF; base GGUFs for adapter serving)."""
+        return self.home_dir / "base_models"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        """Evaluation reports and gate decisions, one per candidate."""
+        return self.home_dir / "evaluation"
+
+    @property
+    def serving_dir(self) -> Path:
+        """The serving process's deployment history."""
+        return self.home_dir / "serving"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Logs of the processes `forge up` supervises."""
+        return self.home_dir / "logs"
+
+    def relative_to_home(self, path: Path) -> str:
+        """How manifests and pointers store a path: relative to FORGE_HOME when inside it, so moving the
+        data home to another disk keeps every stored path right."""
+        path = Path(path).expanduser().resolve()
+        try:
+            return path.relative_to(self.home_dir).as_posix()
+        except ValueError:
+            return str(path)
+
+    def from_home(self, stored: str) -> Path:
+        """Inverse of relative_to_home."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.home_dir / p
 
 
 def load_config(**overrides) -> ForgeSettings:
