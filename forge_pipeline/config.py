@@ -2,14 +2,23 @@
 
 Every field can be set as an environment variable, e.g. ``FORGE_HOME=/data/companion`` or
 ``FORGE_NEAR_DUP_THRESHOLD=0.8``; list fields take JSON (``FORGE_EXCLUDED_FOLDERS='[".obsidian"]'``).
+Every training setting can be set as ``FORGE_TRAIN_<NAME>`` (e.g. ``FORGE_TRAIN_BASE_MODEL=/models/x.gguf``,
+``FORGE_TRAIN_LEARNING_RATE=1e-4``; see ``training_overrides``). A FORGE_* variable that no setting reads is
+reported with the nearest known name, so a typo is not silently ignored.
 This module imports nothing heavy: the CLI and Dagster definitions load it on every start.
 """
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import typing
+import warnings
 from pathlib import Path
+from typing import Optional
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VAULT = REPO_ROOT / "examples" / "vault"
@@ -29,6 +38,18 @@ class ForgeSettings(BaseSettings):
     """Where the data lives and how the vault is read, curated and split."""
 
     model_config = SettingsConfigDict(env_prefix="FORGE_", extra="ignore")
+    _training_env: dict = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except SettingsError as e:  # pydantic-settings names neither the variable nor the expected form
+            raise ValueError(_settings_error_message(e)) from None
+
+    def model_post_init(self, __context) -> None:
+        self._training_env = {k: v for k, v in os.environ.items() if k.startswith(TRAIN_ENV_PREFIX)}
+        for message in unknown_variable_warnings(os.environ):
+            warnings.warn(message, ForgeSettingsWarning, stacklevel=4)
 
     home: Path = Field(Path("~/.companion"), description="Data home (FORGE_HOME): training data, caches, "
                        "review decisions, adapters, models and the Dagster storage live under it.")
@@ -48,6 +69,17 @@ class ForgeSettings(BaseSettings):
     max_note_bytes: int = Field(1_000_000, description="Notes larger than this are skipped with a reason.")
     min_unit_words: int = Field(6, description="Paragraphs or items shorter than this are never examples.")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System turn of every chat example.")
+    follow_external_symlinks: bool = Field(False, description="Follow symlinks (files and folders) that lead "
+                                           "outside the vault. Off: each such link is a warning and is not read.")
+    note_time_budget_s: float = Field(20.0, gt=0, description="Seconds one note may take to extract; a note "
+                                      "over it is skipped with a warning (a 1 MB note of normal text takes ~2 s).")
+    private_folders: list[str] = Field(["Private"], description="Folder names (anywhere in the vault, "
+                                       "case-insensitive) whose notes are never read: counted, never named.")
+    private_globs: list[str] = Field([], description="Globs on the vault-relative path (e.g. \"Journal/*/therapy*\","
+                                     " \"People/**\") marking notes as private, like private_folders.")
+    private_tags: list[str] = Field(["private"], description="A note with one of these tags in its frontmatter "
+                                    "(or `private: true`) is excluded; a paragraph, list item or heading carrying "
+                                    "one inline (#private) excludes that paragraph, item or section.")
 
     # Curation
     near_dup_threshold: float = Field(0.7, description="Jaccard similarity (MinHash LSH over word 3-grams) "
@@ -57,6 +89,41 @@ class ForgeSettings(BaseSettings):
     eval_fraction: float = Field(0.1, description="Share of curated examples held out for eval (at least 1).")
     min_curated_examples: int = Field(50, description="The minimum-curated-examples check fails below this.")
     min_examples_severity: str = Field("ERROR", description="Severity of that check: ERROR blocks the run, WARN does not.")
+
+    # Schedule
+    nightly_cron: str = Field("0 3 * * *", description="When the nightly run starts (FORGE_NIGHTLY_CRON, cron syntax).")
+    timezone: Optional[str] = Field(None, description="IANA zone the cron is read in (FORGE_TIMEZONE); unset: the "
+                                    "machine's local zone (see schedule_timezone).")
+
+    @property
+    def schedule_timezone(self) -> str:
+        """FORGE_TIMEZONE, else the machine's local IANA zone (TZ, then /etc/localtime), else UTC: a 03:00
+        nightly read in UTC is mid-evening for many users."""
+        if self.timezone:
+            return self.timezone
+        tz = os.environ.get("TZ", "").lstrip(":")
+        if tz and "/" in tz and not tz.startswith("/"):
+            return tz
+        try:
+            target = os.path.realpath("/etc/localtime")
+            if "zoneinfo/" in target:
+                return target.split("zoneinfo/", 1)[1]
+        except OSError:
+            pass
+        return "UTC"
+
+    def training_overrides(self) -> dict:
+        """Training settings from FORGE_TRAIN_<NAME> variables (read when these settings were), as overrides
+        for ``forge_pipeline.training.config.resolve_training_config``; list values are JSON. Unknown names
+        are left to the did-you-mean warning."""
+        from forge_pipeline.training.config import field_names, parse_env_value
+
+        out = {}
+        for name in field_names():
+            raw = self._training_env.get(TRAIN_ENV_PREFIX + name.upper())
+            if raw is not None:
+                out[name] = parse_env_value(name, raw)
+        return out
 
     @property
     def home_dir(self) -> Path:
@@ -146,6 +213,52 @@ class ForgeSettings(BaseSettings):
         """Inverse of relative_to_home."""
         p = Path(stored)
         return p if p.is_absolute() else self.home_dir / p
+
+
+TRAIN_ENV_PREFIX = "FORGE_TRAIN_"
+# FORGE_* variables read by the serving package (it cannot import this one): its own settings class.
+OTHER_VARIABLES = ("FORGE_SERVING_URL",)
+
+
+class ForgeSettingsWarning(UserWarning):
+    """A FORGE_* environment variable that no setting reads (most likely a typo)."""
+
+
+def known_variables() -> set[str]:
+    """Every FORGE_* variable some part of forge reads."""
+    from forge_pipeline.training.config import field_names
+
+    names = {f"FORGE_{n.upper()}" for n in ForgeSettings.model_fields}
+    names |= {TRAIN_ENV_PREFIX + n.upper() for n in field_names()}
+    try:
+        from serving.settings import ServingSettings
+
+        names |= {f"FORGE_{n.upper()}" for n in ServingSettings.model_fields}
+    except ImportError:  # serving is installed separately
+        pass
+    return names | set(OTHER_VARIABLES)
+
+
+def unknown_variable_warnings(environ) -> list[str]:
+    known = sorted(known_variables())
+    out = []
+    for name in sorted(k for k in environ if k.startswith("FORGE_") and k not in known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"environment variable {name} is not a forge setting and is ignored{hint}")
+    return out
+
+
+def _settings_error_message(e: SettingsError) -> str:
+    m = re.search(r'field "(\w+)"', str(e))
+    if not m or m.group(1) not in ForgeSettings.model_fields:
+        return str(e)
+    name = m.group(1)
+    var = f"FORGE_{name.upper()}"
+    annotation = ForgeSettings.model_fields[name].annotation
+    if any(typing.get_origin(a) is list for a in (annotation, *typing.get_args(annotation))):
+        return (f"{var}={os.environ.get(var, '')!r}: expected a JSON list, e.g. {var}='[\"first\", \"second\"]'")
+    return f"{var}={os.environ.get(var, '')!r}: {e}"
 
 
 def load_config(**overrides) -> ForgeSettings:

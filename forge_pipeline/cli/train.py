@@ -1,21 +1,36 @@
-"""`forge train`: curated set -> LoRA adapter. torch is imported only when it runs."""
+"""`forge train`: curated set -> LoRA adapter. torch is imported only when it runs.
+
+Every TrainingConfig field is an option, generated from the schema (name, help, allowed values, default),
+so a new field is a new flag without an edit here."""
 from __future__ import annotations
 
+import argparse
+import typing
 from pathlib import Path
+from typing import Literal
 
 from forge_pipeline.cli.common import config_from_args as _config
 
+# Short names kept from earlier releases, next to the generated --<field-name> ones.
+ALIASES = {"num_epochs": ["--epochs"], "learning_rate": ["--lr"]}
+
+
+def training_overrides_from_args(args) -> dict:
+    from forge_pipeline.training.config import field_names
+
+    return {name: getattr(args, name) for name in field_names() if getattr(args, name, None) is not None}
+
 
 def cmd_train(args) -> int:
-    from forge_pipeline.training.base_model import cuda_available
-    from forge_pipeline.training.config import default_training_config
-    from forge_pipeline.training.trainer import run_training
+    from forge_pipeline.training.base_model import device_name
+    from forge_pipeline.training.config import resolve_training_config
 
     config = _config(args)
-    cfg = default_training_config(cuda_available())
-    overrides = {"num_epochs": args.epochs, "learning_rate": args.lr, "max_steps": args.max_steps,
-                 "base_model": args.base_model, "backend": args.backend, "batch_size": args.batch_size}
-    cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    # environment first, flags over it; validated for this machine's device before any data or model is read
+    cfg = resolve_training_config({**config.training_overrides(), **training_overrides_from_args(args)},
+                                  device_name())
+    from forge_pipeline.training.trainer import run_training
+
     data = Path(args.data) if args.data else config.curated_path
     eval_path = Path(args.eval) if args.eval else (config.eval_path if not args.data else None)
     out = Path(args.output) if args.output else config.training_dir
@@ -26,15 +41,39 @@ def cmd_train(args) -> int:
     return 0
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainingConfig field. Values stay strings (lists: one string per item) and are
+    validated by resolve_training_config, so the CLI's errors are the schema's."""
+    from forge_pipeline.training.config import (
+        ENV_PREFIX,
+        TrainingConfig,
+        allowed_values,
+        describe_default,
+        unwrap_optional,
+    )
+
+    group = parser.add_argument_group("training settings (each also FORGE_TRAIN_<NAME>; flags win)")
+    for name, info in TrainingConfig.model_fields.items():
+        annotation, _ = unwrap_optional(info.annotation)
+        flags = ["--" + name.replace("_", "-"), *ALIASES.get(name, [])]
+        help_text = (f"{info.description or ''} Allowed: {allowed_values(name)}. Default: {describe_default(name)}. "
+                     f"Env: {ENV_PREFIX}{name.upper()}.").replace("%", "%%")
+        kwargs: dict = {"dest": name, "default": None, "help": help_text}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is list:
+            kwargs.update(nargs="+", metavar="NAME")
+        elif typing.get_origin(annotation) is Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        else:
+            kwargs["metavar"] = "N" if annotation in (int, float) else "VALUE"
+        group.add_argument(*flags, **kwargs)
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="curated set -> LoRA adapter (FORGE_HOME/training/final)")
     p.add_argument("--data", help="training JSONL (default: FORGE_HOME/training_data/curated.jsonl)")
     p.add_argument("--eval", help="eval JSONL (default: the curated eval split)")
     p.add_argument("--output", help="training folder (default: FORGE_HOME/training)")
-    p.add_argument("--epochs", type=float)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--base-model", help="hub id, local HF directory or .gguf file")
-    p.add_argument("--backend", choices=["auto", "unsloth", "transformers"])
+    add_training_options(p)
     p.set_defaults(func=cmd_train)

@@ -40,6 +40,11 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def device_name() -> str:
+    """The device this process trains on, as resolve_training_config names it."""
+    return "cuda" if cuda_available() else "cpu"
+
+
 def default_base_model(cuda: bool | None = None) -> str:
     return GPU_DEFAULT_BASE if (cuda_available() if cuda is None else cuda) else EMBEDDED_GEMMA
 
@@ -188,5 +193,6 @@ def resolve_base_model(base_model: str | None, home: Path, *, cuda: bool | None 
     if problem:
         raise BaseModelError(
             f"base model {name!r} is a hub id, but the hub cannot be reached ({problem}). Download it where a "
-            f"hub is reachable and set base_model (FORGE_BASE_MODEL) to the local directory or a .gguf file.")
+            f"hub is reachable and set base_model (FORGE_TRAIN_BASE_MODEL, `forge train --base-model`, or the "
+            f"launchpad's base_model) to the local directory or a .gguf file.")
     return ResolvedBase(name, name, "hub", "hub:" + name)

@@ -2,6 +2,10 @@
 cloud Pipes client can launch the same module on a GPU node). A crash here fails the Dagster step.
 
     python -m forge_pipeline.training.pipes_entry   # reads its parameters from the Pipes context
+
+Extras: ``overrides`` (a dict of TrainingConfig fields, only what the user set), ``data_path``,
+``eval_path``, ``output_dir``, ``home``. The config is resolved here, for the device this process trains
+on: the launching process may have no GPU, and its defaults would be the CPU's.
 """
 from __future__ import annotations
 
@@ -9,15 +13,25 @@ import json
 from pathlib import Path
 
 
+def config_from_extras(extras: dict):
+    """The TrainingConfig for this process's device from the Pipes extras (raises TrainingConfigError)."""
+    from forge_pipeline.training.base_model import device_name
+    from forge_pipeline.training.config import resolve_training_config
+
+    # "config" is what launchers sent before overrides existed (a full config): still honoured, as overrides
+    overrides = extras["overrides"] if "overrides" in extras else extras.get("config")
+    return resolve_training_config(overrides or {}, device_name())
+
+
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
-    from forge_pipeline.training.config import TrainingConfig
     from forge_pipeline.training.trainer import run_training
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
-        cfg = TrainingConfig(**extras["config"])
+        cfg = config_from_extras(extras)
+        pipes.log.info(f"training config: {cfg.model_dump_json()}")
 
         def on_metrics(m: dict) -> None:
             if "loss" in m or "eval_loss" in m:
