@@ -90,6 +90,14 @@ class ForgeSettings(BaseSettings):
     min_curated_examples: int = Field(50, description="The minimum-curated-examples check fails below this.")
     min_examples_severity: str = Field("ERROR", description="Severity of that check: ERROR blocks the run, WARN does not.")
 
+    # Orchestration and everyday use (Dagster, `forge up`)
+    dagster_log_level: str = Field("INFO", description="Level of the run log Dagster prints to the terminal "
+                                   "(`dg launch`, `dagster job execute`); DEBUG adds every engine event. The UI "
+                                   "keeps all events whatever this is.")
+    ui_port: int = Field(3000, ge=1, le=65535, description="Port of the Dagster web UI that `forge up` starts.")
+    up_automation: bool = Field(True, description="`forge up` turns the nightly schedule and the deploy sensor "
+                                "on (false: leaves them as they are in the UI).")
+
     # Schedule
     nightly_cron: str = Field("0 3 * * *", description="When the nightly run starts (FORGE_NIGHTLY_CRON, cron syntax).")
     timezone: Optional[str] = Field(None, description="IANA zone the cron is read in (FORGE_TIMEZONE); unset: the "

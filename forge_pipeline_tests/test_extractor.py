@@ -28,7 +28,7 @@ def test_sample_vault_extraction(config, sample_vault):
     assert validate_jsonl_rows(rows) == []
     assert stats["total"] == len(rows) >= 60
     assert set(stats["by_kind"]) == {"tag", "pattern", "section"}
-    assert stats["redactions"].keys() >= {"EMAIL", "PHONE", "CARD", "API_KEY", "TOKEN"}
+    assert stats["redactions"].keys() >= {"PHONE", "CARD"}  # the labels themselves: test_redaction.py
     sources = {r["source_file"] for r in rows}
     assert not any(s.startswith(("templates/", ".obsidian/")) for s in sources)
     assert "Inbox/Shopping list.md" not in sources and "Inbox/Ideas.md" not in sources
@@ -111,9 +111,9 @@ def test_incremental_cache_add_change_delete(config, make_vault, monkeypatch):
 
 
 def test_changed_rules_invalidate_the_cache(make_vault):
-    vault = make_vault({"a.md": "Note to self: always sleep on big decisions first.\n"})
+    vault = make_vault({"a.md": "Mental memo: always sleep on big decisions first.\n"})
     assert extractor_for(vault).extract() == []
-    assert len(extractor_for(vault, reflection_patterns=["Note to self"]).extract()) == 1
+    assert len(extractor_for(vault, reflection_patterns=["Mental memo"]).extract()) == 1
 
 
 def test_bad_notes_become_warnings_and_the_run_goes_on(make_vault, monkeypatch):
@@ -144,7 +144,11 @@ def test_bad_notes_become_warnings_and_the_run_goes_on(make_vault, monkeypatch):
     assert "symlink loop" in problems["loop"]
     assert "broken symlink" in problems["dangling.md"]
     assert any(s["file"] == "big.md" and "too large" in s["reason"] for s in stats["notes_skipped"])
-    assert {r["source_file"] for r in rows} == {"good.md", "broken.md"}
+    # undecodable bytes are replaced (a warning names the byte offset), the note is not dropped whole
+    assert "at byte 15" in problems["latin1.md"]
+    assert {r["source_file"] for r in rows} == {"good.md", "broken.md", "latin1.md"}
+    [latin1] = [r for r in rows if r["source_file"] == "latin1.md"]
+    assert latin1["messages"][2]["content"] == "I think the caf\ufffd is nice."
 
 
 def test_missing_and_empty_vault_are_clear_errors(tmp_path, forge_home):

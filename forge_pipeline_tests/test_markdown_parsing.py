@@ -64,7 +64,8 @@ def test_tags_removed_from_text():
 
 def test_callout_marker_removed():
     note = parse_note("> [!note] Reminder\n> I think the checklist matters.\n")
-    assert texts(note) == ["Reminder I think the checklist matters."]
+    # the callout's title line is a label, not prose: it is not glued onto the text below it
+    assert texts(note) == ["I think the checklist matters."]
     assert note.blocks[0].in_callout
 
 

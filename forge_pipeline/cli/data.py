@@ -10,12 +10,13 @@ from forge_pipeline.cli.common import config_from_args as _config
 def cmd_extract(args) -> int:
     from forge_pipeline.extraction.extractor import extract_training_data
 
-    stats = extract_training_data(config=_config(args), output_path=args.output, progress=True)
-    print(f"extracted {stats['total']} examples from {stats['notes_scanned']} notes "
-          f"({stats['notes_parsed']} parsed, {stats['notes_from_cache']} from cache) -> {stats['output']}")
-    print(f"by kind: {stats['by_kind']}  redactions: {stats['redactions'] or 'none'}")
-    for w in stats["warnings"]:
+    report = extract_training_data(config=_config(args), output_path=args.output, progress=True)
+    for line in report.summary_lines():
+        print(line)
+    for w in report.warnings:
         print(f"warning: {w['file']}: {w['problem']}", file=sys.stderr)
+    for hint in report.hints:
+        print(f"hint: {hint}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Extracted examples -> curated train and eval sets, with a report of every example dropped and why."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,9 @@ from forge_pipeline.config import ForgeSettings, load_config
 from forge_pipeline.curation.dedup import find_duplicates
 from forge_pipeline.curation.review import ReviewStore, apply_decisions
 from forge_pipeline.curation.split import split_train_eval
-from forge_pipeline.files import atomic_write_json, read_jsonl, write_jsonl
+from forge_pipeline.files import atomic_write_json, clean_stale_tmp, commit_files, read_jsonl, recover_commit
+
+COMMIT_JOURNAL = ".curated.commit.json"
 
 
 @dataclass
@@ -72,14 +75,35 @@ def curate_examples(examples: list[dict], config: ForgeSettings, store: ReviewSt
     return train, evals, report
 
 
+def _jsonl_bytes(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def recover_curated(config: ForgeSettings) -> None:
+    """Finish a curated/eval commit that a kill interrupted, then drop killed writers' temp files."""
+    folder = config.training_data_dir
+    recover_commit(folder / COMMIT_JOURNAL)
+    clean_stale_tmp(folder, [config.curated_path.name, config.eval_path.name, config.curation_report_path.name,
+                             COMMIT_JOURNAL])
+
+
+def read_curated(config: ForgeSettings) -> tuple[list[dict], list[dict]]:
+    """(train, eval) as one run wrote them: readers call this rather than reading the two files apart."""
+    recover_curated(config)
+    return read_jsonl(config.curated_path), read_jsonl(config.eval_path)
+
+
 def curate(config: ForgeSettings | None = None, extracted_path: Path | None = None) -> CurationReport:
     """Read extracted.jsonl, write curated.jsonl, curated_eval.jsonl and curation_report.json."""
     config = config or load_config()
+    recover_curated(config)
     src = Path(extracted_path) if extracted_path else config.extracted_path
     if not src.exists():
         raise FileNotFoundError(f"{src}: no extracted examples yet; run `forge extract` first")
     train, evals, report = curate_examples(read_jsonl(src), config, ReviewStore(config.review_decisions_path))
-    report.train_path = str(write_jsonl(config.curated_path, train))
-    report.eval_path = str(write_jsonl(config.eval_path, evals))
+    # One commit: after a kill the two files are never from different runs (a redo journal; see files.py).
+    commit_files({config.curated_path: _jsonl_bytes(train), config.eval_path: _jsonl_bytes(evals)},
+                 config.training_data_dir / COMMIT_JOURNAL)
+    report.train_path, report.eval_path = str(config.curated_path), str(config.eval_path)
     atomic_write_json(config.curation_report_path, report.to_dict())
     return report

@@ -1,11 +1,20 @@
 """Walk the vault read-only: which notes exist, and which files are skipped and why.
 
-Symlinked folders are followed once (Obsidian users link shared folders in); a link that leads back
-into a folder already walked is a loop and becomes a warning, not a hang.
+- Symlinks that stay inside the vault are followed once (Obsidian users link shared folders in); real
+  folders are walked before linked ones, so a folder keeps its own path and the link to it is the one
+  reported as already read (a loop becomes a warning, not a hang).
+- Symlinks that leave the vault (files or folders) are not followed unless ``follow_external_symlinks``:
+  a link to ``/etc`` once made the scanner walk ``/etc``, and a linked file's text reached the training data.
+- A file or folder name that is not valid UTF-8 cannot be stored in JSON: it is a warning naming the file
+  with its bytes escaped (``bad\\xff.md``), and the run goes on.
+- Notes under a private folder (or matching a private glob) are counted, never listed: their names can
+  be as private as their text.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +36,16 @@ class VaultScan:
     notes: list[NoteFile] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"}
     warnings: list[dict] = field(default_factory=list)  # {"file", "problem"}
+    private: Counter = field(default_factory=Counter)  # reason -> notes excluded as private (never named)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    excluded_folders: tuple[str, ...] = (".obsidian", "templates", ".trash")
+    max_note_bytes: int = 1_000_000
+    follow_external_symlinks: bool = False
+    private_folders: tuple[str, ...] = ()
+    private_globs: tuple[str, ...] = ()
 
 
 def check_vault(vault: Path) -> Path:
@@ -38,14 +57,51 @@ def check_vault(vault: Path) -> Path:
     return vault.resolve()
 
 
-def scan_vault(vault: Path, excluded_folders: list[str], max_note_bytes: int) -> VaultScan:
+def escaped_name(name: str) -> str:
+    """A file name as printable, JSON-safe text: undecodable bytes become ``\\xff``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _valid_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.scandir keeps undecodable bytes as lone surrogates
+        return False
+    return True
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _private_reason(rel: str, is_dir: bool, opts: ScanOptions) -> str | None:
+    name = rel.rsplit("/", 1)[-1].lower()
+    if is_dir and name in {f.strip("/").lower() for f in opts.private_folders}:
+        return "private folder"
+    if any(fnmatch.fnmatch(rel.lower() + ("/" if is_dir else ""), g.lower()) for g in opts.private_globs):
+        return "private glob"
+    return None
+
+
+def _count_notes(folder: Path) -> int:
+    n = 0
+    for _dirpath, _dirs, files in os.walk(folder):  # os.walk does not follow links: no escape, no loop
+        n += sum(1 for f in files if f.lower().endswith(".md"))
+    return n
+
+
+def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_bytes: int = 1_000_000,
+               options: ScanOptions | None = None) -> VaultScan:
+    opts = options or ScanOptions(tuple(excluded_folders or ()), max_note_bytes)
     root = check_vault(vault)
-    excluded = {name.lower() for name in excluded_folders}
+    root_real = os.path.realpath(root)
+    excluded = {name.lower() for name in opts.excluded_folders}
     scan = VaultScan()
     visited: set[str] = set()
     stack: list[tuple[Path, str]] = [(root, "")]
-    while stack:
-        folder, rel = stack.pop()
+    linked: list[tuple[Path, str]] = []  # symlinked folders, walked after every real folder
+    while stack or linked:
+        folder, rel = stack.pop() if stack else linked.pop(0)
         real = os.path.realpath(folder)
         if real in visited:
             scan.warnings.append({"file": rel or ".", "problem": "symlink loop: folder already visited, not followed"})
@@ -58,39 +114,58 @@ def scan_vault(vault: Path, excluded_folders: list[str], max_note_bytes: int) ->
             continue
         for entry in entries:
             entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+            if not _valid_utf8(entry.name):
+                scan.warnings.append({"file": escaped_name(entry_rel), "problem": "file name is not valid UTF-8; "
+                                      "not read (rename it to include it)"})
+                continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
                 is_file = entry.is_file(follow_symlinks=True)
+                is_link = entry.is_symlink()
             except OSError as e:  # e.g. ELOOP on a self-referencing link
                 scan.warnings.append({"file": entry_rel, "problem": f"cannot follow link: {e.strerror or e}"})
                 continue
+            if is_link and (is_dir or is_file) and not opts.follow_external_symlinks \
+                    and not _inside(os.path.realpath(entry.path), root_real):
+                scan.warnings.append({"file": entry_rel, "problem": "symlink to a place outside the vault, not "
+                                      "followed (FORGE_FOLLOW_EXTERNAL_SYMLINKS=true allows it)"})
+                continue
             if is_dir:
+                private = _private_reason(entry_rel, True, opts)
                 if entry.name.lower() in excluded:
                     scan.skipped.append({"file": entry_rel + "/", "reason": "excluded folder"})
+                elif private:
+                    scan.private[private] += _count_notes(Path(entry.path))
                 else:
-                    stack.append((Path(entry.path), entry_rel))
+                    (linked if is_link else stack).append((Path(entry.path), entry_rel))
                 continue
-            if entry.is_symlink() and not is_file:
+            if is_link and not is_file:
                 scan.warnings.append({"file": entry_rel, "problem": "broken symlink"})
                 continue
             if not is_file or not entry.name.lower().endswith(".md"):
                 continue  # attachments, canvases, config: not notes
+            private = _private_reason(entry_rel, False, opts)
+            if private:
+                scan.private[private] += 1
+                continue
             st = entry.stat(follow_symlinks=True)
-            if st.st_size > max_note_bytes:
-                scan.skipped.append({"file": entry_rel, "reason": f"too large ({st.st_size} bytes > {max_note_bytes})"})
+            if st.st_size > opts.max_note_bytes:
+                scan.skipped.append({"file": entry_rel,
+                                     "reason": f"too large ({st.st_size} bytes > {opts.max_note_bytes})"})
                 continue
             scan.notes.append(NoteFile(entry_rel, Path(entry.path), st.st_size, st.st_mtime_ns))
     scan.notes.sort(key=lambda n: n.rel_path)
     return scan
 
 
-def inventory_notes(vault: Path, excluded_folders: list[str], max_note_bytes: int) -> dict:
+def inventory_notes(vault: Path, excluded_folders: list[str] | None = None, max_note_bytes: int = 1_000_000,
+                    options: ScanOptions | None = None) -> dict:
     """The vault's notes with content hash, size and mtime, plus what was skipped and why."""
     from datetime import datetime, timezone
 
     from forge_pipeline.files import sha256_file
 
-    scan = scan_vault(vault, excluded_folders, max_note_bytes)
+    scan = scan_vault(vault, excluded_folders, max_note_bytes, options)
     notes, warnings = [], list(scan.warnings)
     for n in scan.notes:
         try:
@@ -101,4 +176,4 @@ def inventory_notes(vault: Path, excluded_folders: list[str], max_note_bytes: in
         notes.append({"path": n.rel_path, "sha256": digest, "size": n.size,
                       "mtime": datetime.fromtimestamp(n.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")})
     return {"vault": str(Path(vault).expanduser().resolve()), "notes": notes, "skipped": scan.skipped,
-            "warnings": warnings}
+            "warnings": warnings, "private_excluded": dict(scan.private)}

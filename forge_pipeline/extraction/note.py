@@ -1,0 +1,177 @@
+"""One note's bytes -> its chat examples: pure (no I/O), so it is cached by content hash and tested alone.
+
+It gets only the values it depends on (``NoteOptions``), all of them part of the cache fingerprint. A note
+over its time budget is skipped with a reason rather than stopping the run: every pattern is linear
+(test_hostile_notes.py), so the budget is the last line of defence for a pathological but legal note;
+markdown-it cannot be interrupted mid-parse, and parses 1 MB of the worst input measured (``[[`` runs) in
+about 12 s.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+from forge_pipeline.config import ForgeSettings
+from forge_pipeline.extraction.chat_examples import build_messages, example_id
+from forge_pipeline.extraction.detection import DetectionRules, analyze_note, find_summary
+from forge_pipeline.extraction.inventory import ScanOptions
+from forge_pipeline.extraction.markdown import parse_note, split_frontmatter
+from forge_pipeline.extraction.optout import note_private_reason, private_blocks
+from forge_pipeline.extraction.redaction import redact
+from forge_pipeline.files import sha256_bytes, sha256_text
+
+CACHE_VERSION = 3
+DATE_IN_NAME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def _code_fingerprint() -> str:
+    # A change to the extraction code invalidates cached results just like a change to the rules.
+    here = Path(__file__).resolve().parent
+    return sha256_text("".join(p.read_text(encoding="utf-8") for p in sorted(here.glob("*.py"))))
+
+
+class NoteTimeBudgetExceeded(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class NoteOptions:
+    """The few values one note's extraction depends on (all of them part of the cache fingerprint)."""
+    rules: DetectionRules
+    summary_sections: tuple[str, ...] = ()
+    system_prompt: str = ""
+    time_budget_s: float = 20.0
+    private_tags: frozenset[str] = frozenset({"private"})
+
+    def fingerprint(self) -> str:
+        r = self.rules
+        return sha256_text(json.dumps([CACHE_VERSION, _code_fingerprint(), sorted(r.tags), list(r.patterns),
+                                       sorted(r.sections), r.min_words, list(self.summary_sections),
+                                       self.system_prompt, sorted(self.private_tags)]))
+
+
+def options_from_settings(s: ForgeSettings) -> NoteOptions:
+    rules = DetectionRules.build(s.reflection_tags, s.reflection_patterns, s.reflection_sections, s.min_unit_words,
+                                 s.summary_sections)
+    return NoteOptions(rules, tuple(s.summary_sections), s.system_prompt, s.note_time_budget_s,
+                       frozenset(t.lower().lstrip("#") for t in s.private_tags))
+
+
+def scan_options_from_settings(s: ForgeSettings) -> ScanOptions:
+    return ScanOptions(tuple(s.excluded_folders), s.max_note_bytes, s.follow_external_symlinks,
+                       tuple(s.private_folders), tuple(s.private_globs))
+
+
+@dataclass
+class NoteResult:
+    sha256: str
+    examples: list[dict] = field(default_factory=list)
+    redactions: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    skipped: str | None = None
+    private: str | None = None  # why the whole note is excluded
+    private_blocks: dict = field(default_factory=dict)
+
+
+def note_date(rel_path: str, frontmatter: dict) -> str | None:
+    m = DATE_IN_NAME_RE.search(Path(rel_path).stem)
+    candidate = m.group(1) if m else frontmatter.get("date")
+    if isinstance(candidate, (date, datetime)):
+        return candidate.isoformat()[:10]
+    if isinstance(candidate, str):
+        try:
+            return date.fromisoformat(candidate.strip()[:10]).isoformat()
+        except ValueError:
+            return None
+    return None
+
+
+def decode_note(raw: bytes) -> tuple[str, str | None]:
+    """(text, warning). Invalid bytes become U+FFFD instead of losing the whole note."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        bad = sum(1 for ch in raw.decode("utf-8", "surrogateescape") if "\udc80" <= ch <= "\udcff")
+        return raw.decode("utf-8", "replace"), (
+            f"not valid UTF-8 at byte {e.start} ({raw[e.start:e.start + 1]!r}; {bad} bad bytes in all); "
+            "read with replacement characters - re-save it as UTF-8 to keep those characters")
+
+
+def _redact_path(rel_path: str, counts: Counter) -> str:
+    """The path keeps its folders and extension; a secret written in a name is replaced."""
+    parts = []
+    for part in rel_path.split("/"):
+        clean, c = redact(part)
+        counts.update(c)
+        parts.append(clean)
+    return "/".join(parts)
+
+
+def extract_note(rel_path: str, raw: bytes, opts: NoteOptions) -> NoteResult:
+    """One note's bytes -> its examples. Pure: no I/O, so it can be cached and tested in isolation."""
+    start = time.perf_counter()
+
+    def check() -> None:
+        if time.perf_counter() - start > opts.time_budget_s:
+            raise NoteTimeBudgetExceeded
+
+    result = NoteResult(sha256=sha256_bytes(raw))
+    try:
+        return _extract(rel_path, raw, opts, result, check)
+    except NoteTimeBudgetExceeded:
+        result.examples, result.redactions = [], {}
+        result.skipped = (f"over its time budget ({opts.time_budget_s:g} s, FORGE_NOTE_TIME_BUDGET_S); "
+                          "not extracted")
+        return result
+
+
+def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, check) -> NoteResult:
+    text, warning = decode_note(raw)
+    if warning:
+        result.warnings.append(warning)
+    text = text.lstrip("\ufeff")
+    note = parse_note(text)
+    check()
+    if note.frontmatter_error:
+        result.warnings.append(note.frontmatter_error + "; frontmatter ignored, body still read")
+    result.private = note_private_reason(note, split_frontmatter(text)[0], opts.private_tags)
+    if result.private:
+        return result
+    mask, private_counts = private_blocks(note, opts.private_tags)
+    result.private_blocks = dict(private_counts)
+    redactions: Counter = Counter()
+    title = str(note.frontmatter.get("title") or Path(rel_path).stem)[:200]
+    title, c = redact(title)
+    redactions.update(c)
+    day = note_date(rel_path, note.frontmatter)
+    summary = find_summary(note, list(opts.summary_sections), private_mask=mask)
+    if summary:
+        summary, c = redact(summary)
+        redactions.update(c)
+    source_file = _redact_path(rel_path, redactions)
+    for reflection in analyze_note(note, opts.rules, mask, check).reflections:
+        check()
+        reflection.text, c = redact(reflection.text)
+        redactions.update(c)
+        if reflection.section:
+            reflection.section, c = redact(reflection.section)
+            redactions.update(c)
+        ex_id = example_id(rel_path, reflection.section, reflection.text)
+        result.examples.append({
+            "id": ex_id,
+            "messages": build_messages(reflection, ex_id=ex_id, title=title, date=day,
+                                       summary=summary if reflection.kind != "section" or summary != reflection.text
+                                       else None, system_prompt=opts.system_prompt),
+            "source_file": source_file,
+            "tags": reflection.tags,
+            "date": day,
+            "kind": reflection.kind,
+            "section": reflection.section,
+        })
+    result.redactions = dict(redactions)
+    return result
