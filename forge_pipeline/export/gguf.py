@@ -14,10 +14,12 @@ QUANTIZATIONS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_M
                  "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
 
 
-def default_quantization(base_model: str | None, cuda: bool) -> str:
-    """q4_k_m, except for the embedded Gemma 3 270M (the CPU default), exported as f16: measured here, that
-    model's perplexity rises 14% at q8_0 and 60% at q4_k_m (bench/results/quantization_parity.json), far
-    past the parity tolerances, while f16 matches the merged model to 0.01%."""
+def default_quantization(base_model: str | None, cuda: bool | None = None) -> str:
+    """The GGUF type export_model uses when none is asked for (of the merged file, or of the base an adapter
+    applies to): q4_k_m, except for the embedded Gemma 3 270M (the CPU default), kept at f16: measured here,
+    that model's perplexity rises 14% at q8_0 and 60% at q4_k_m (bench/results/quantization_parity.json), far
+    past the parity tolerances, while f16 matches the merged model to 0.01%. ``base_model`` None means the
+    device's default base (``cuda`` None: this machine's)."""
     from forge_pipeline.training.base_model import EMBEDDED_GEMMA, default_base_model
 
     return "f16" if (base_model or default_base_model(cuda)) == EMBEDDED_GEMMA else "q4_k_m"

@@ -2,6 +2,10 @@
 validation instead of killing the export (or Dagster step) that made it.
 
     python -m forge_pipeline.export.gguf_probe GGUF REQUEST.json   -> one JSON line on stdout
+
+serving/probe.py is the serving side's load-and-generate probe (H1 owns it and is making it the single
+probe); this one also scores perplexity and applies a LoRA adapter GGUF, so export keeps it until serving's
+probe does both.
 """
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 
-def run_probe(gguf: Path, prompts: list, seqs: list, timeout_s: float = 1800) -> dict:
+def run_probe(gguf: Path, prompts: list, seqs: list, timeout_s: float = 1800, lora: Path | None = None) -> dict:
+    """``lora``: a LoRA adapter GGUF applied to ``gguf`` (the base), as serving applies it."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"prompts": prompts, "seqs": seqs}, f)
+        json.dump({"prompts": prompts, "seqs": seqs, "lora": str(lora) if lora else None}, f)
         request = f.name
     try:
         proc = subprocess.run([sys.executable, "-m", "forge_pipeline.export.gguf_probe", str(gguf), request],
@@ -35,9 +40,10 @@ def main() -> int:
     from forge_pipeline.export.validate import gguf_perplexity, inspect_and_answer
 
     gguf, request = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
-    result = inspect_and_answer(gguf, request["prompts"])
+    lora = Path(request["lora"]) if request.get("lora") else None
+    result = inspect_and_answer(gguf, request["prompts"], lora=lora)
     if result["loads"] and request["seqs"]:
-        result["gguf_perplexity"] = gguf_perplexity(gguf, [tuple(s) for s in request["seqs"]])
+        result["gguf_perplexity"] = gguf_perplexity(gguf, [tuple(s) for s in request["seqs"]], lora=lora)
     print(json.dumps(result))
     return 0
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
-
-from forge_pipeline.training.checkpoints import publish_dir
 
 
 class ExportError(RuntimeError):
@@ -33,29 +33,63 @@ def _keep_sentencepiece_model(base_dir: Path, merged_dir: Path) -> None:
         shutil.copy2(source, merged_dir / "tokenizer.model")
 
 
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Swap a fully written directory into place; readers never see a half-written one."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{int(time.time() * 1000)}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_base(base_path: str, dtype: str = "bfloat16"):
+    """The base model in 16-bit; a bitsandbytes 4-bit base (e.g. unsloth/...-bnb-4bit) is dequantized, so a
+    LoRA delta is added to 16-bit weights, never rounded into 4-bit ones."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype,
+                                                device_map={"": 0} if torch.cuda.is_available() else None)
+    if getattr(base, "is_quantized", False) or getattr(base.config, "quantization_config", None):
+        base = base.dequantize()
+        base = base.to(torch_dtype)
+        if hasattr(base.config, "quantization_config"):
+            del base.config.quantization_config
+    return base
+
+
+def load_base_16bit(base_path: str, output_path: Path, dtype: str = "bfloat16") -> Path:
+    """A plain 16-bit HF copy of a quantized base (what llama.cpp's converter can read), with its tokenizer."""
+    from transformers import AutoTokenizer
+
+    output_path = Path(output_path)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _load_base(base_path, dtype).save_pretrained(tmp, max_shard_size="5GB")
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
+    return publish_dir(tmp, output_path)
+
+
 def merge_only(checkpoint_path, output_path, base_model_path: str | None = None, dtype: str = "bfloat16") -> Path:
     """Merge the adapter at ``checkpoint_path`` into a 16-bit copy of its base; write an HF dir at ``output_path``.
 
     A base saved in bitsandbytes 4-bit (e.g. the seed's unsloth/...-bnb-4bit) is dequantized to 16-bit first,
     so the LoRA delta is added to 16-bit weights, not rounded into 4-bit ones.
     """
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     checkpoint_path, output_path = Path(checkpoint_path), Path(output_path)
     if not (checkpoint_path / "adapter_config.json").exists():
         raise ExportError(f"{checkpoint_path}: not a LoRA adapter (no adapter_config.json); train first")
     base_path = base_model_path or adapter_base_path(checkpoint_path)
-    torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype, device_map={"": 0} if torch.cuda.is_available() else None)
-    if getattr(base, "is_quantized", False) or getattr(base.config, "quantization_config", None):
-        base = base.dequantize()
-        base = base.to(torch_dtype)
-        if hasattr(base.config, "quantization_config"):
-            del base.config.quantization_config
+    base = _load_base(base_path, dtype)
     merged = PeftModel.from_pretrained(base, str(checkpoint_path)).merge_and_unload()
-    merged = merged.to(torch_dtype)
+    merged = merged.to(base.dtype)
     tmp = output_path.with_name(output_path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, max_shard_size="5GB")

@@ -98,12 +98,19 @@ def _nll(logits: np.ndarray, ids: list[int], start: int) -> tuple[float, int]:
     return float((logz - pred[np.arange(len(targets)), targets]).sum()), len(targets)
 
 
-def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]]) -> float:
+def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]], adapter_dir: Path | None = None) -> float:
+    """Perplexity of the HF model at ``model_dir`` (with the PEFT adapter at ``adapter_dir`` applied, unmerged,
+    when given: the reference for an adapter GGUF without writing a merged copy)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, device_map={"": device})
+    from forge_pipeline.export.merge import _load_base
+
+    model = _load_base(str(model_dir), "float32")
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    device = next(model.parameters()).device
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
@@ -112,15 +119,30 @@ def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]]) -> float:
             s, k = _nll(logits, ids, start)
             total, n = total + s, n + k
     del model
-    if device == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
     return math.exp(total / max(n, 1))
 
 
-def gguf_perplexity(gguf_path: Path, seqs: list[tuple[list[int], int]], n_threads: int | None = None) -> float:
+def open_llama(gguf_path: Path, lora: Path | None = None, **kwargs):
+    """llama_cpp.Llama with the LoRA adapter GGUF ``lora`` applied; raises ValueError when llama.cpp refuses
+    the adapter. llama-cpp-python 0.3.36 does not: llama_adapter_lora_init's restype is a ctypes pointer, so
+    a refused adapter comes back as a NULL pointer object, never None, its `is None` check passes, and the
+    model silently runs without the adapter (seen here with an adapter of the wrong hidden size: llama.cpp
+    logs "tensor ... has incorrect shape", Llama() returns normally)."""
     from llama_cpp import Llama
 
-    llm = Llama(str(gguf_path), n_ctx=MAX_EVAL_TOKENS + 8, logits_all=True, verbose=False, n_threads=n_threads)
+    llm = Llama(str(gguf_path), verbose=False, lora_path=str(lora) if lora else None, **kwargs)
+    if lora and not llm._lora_adapter:
+        llm.close()
+        raise ValueError(f"llama.cpp refused the LoRA adapter {Path(lora).name} for {Path(gguf_path).name} "
+                         f"(wrong base model or shapes)")
+    return llm
+
+
+def gguf_perplexity(gguf_path: Path, seqs: list[tuple[list[int], int]], n_threads: int | None = None,
+                    lora: Path | None = None) -> float:
+    llm = open_llama(gguf_path, lora, n_ctx=MAX_EVAL_TOKENS + 8, logits_all=True, n_threads=n_threads)
     total, n = 0.0, 0
     try:
         for ids, start in seqs:
@@ -133,12 +155,12 @@ def gguf_perplexity(gguf_path: Path, seqs: list[tuple[list[int], int]], n_thread
     return math.exp(total / max(n, 1))
 
 
-def inspect_and_answer(gguf_path: Path, prompts: list[list[dict]], max_tokens: int = 48) -> dict:
-    """Load the GGUF in llama-cpp-python, read its chat template, and answer the prompts greedily."""
-    from llama_cpp import Llama
-
+def inspect_and_answer(gguf_path: Path, prompts: list[list[dict]], max_tokens: int = 48,
+                       lora: Path | None = None) -> dict:
+    """Load the GGUF (with the LoRA adapter GGUF ``lora`` applied, as serving does) in llama-cpp-python, read
+    its chat template, and answer the prompts greedily."""
     try:
-        llm = Llama(str(gguf_path), n_ctx=1024, verbose=False)
+        llm = open_llama(gguf_path, lora, n_ctx=1024)
     except Exception as e:  # noqa: BLE001 - any load failure is the finding
         return {"loads": False, "error": str(e), "chat_template": None, "answers": []}
     try:
