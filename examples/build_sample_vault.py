@@ -342,6 +342,84 @@ The frontmatter above is broken, but this reflection about learning to rest befo
 }
 
 
+# What the writer marked private (never in any output: tests grep FORGE_HOME for the PRIVATE-CANARY words),
+# and the cases extraction must read the way a person would (heading tags, review headings, log lines,
+# quotations, navigation tails, contact lines).
+PRIVATE_AND_TRUST_NOTES = {
+    "Private/Therapy 2026-09.md": """# Therapy, September
+I think the PRIVATE-CANARY-folder worry about my father is older than his diagnosis, and I keep it from everyone.
+""",
+    "Journal/2026/09/2026-09-21 hospital.md": """---
+date: 2026-09-21
+private: true
+---
+## Reflection
+I realize the PRIVATE-CANARY-flag visit scared me more than I let anyone at work see.
+""",
+    "Areas/Health.md": """---
+title: Health
+tags: [area, private]
+---
+# Health
+Looking back, the PRIVATE-CANARY-tag blood test results explain the tired months better than any schedule did.
+""",
+    "Areas/Family.md": """---
+title: Family
+tags: [area, family]
+---
+# Family
+
+I think calling my parents every Sunday is the one habit I never regret, even when the call is short.
+
+I think the PRIVATE-CANARY-paragraph argument with my sister was about money, not about the holiday. #private
+
+- Looking back, the PRIVATE-CANARY-item loan I gave Jonas should have been a gift from the start. #private
+- I realize the long walks with my mother are where we actually talk, not the dinners.
+
+## Dad's diagnosis #private
+I feel the PRIVATE-CANARY-section news every morning before I am fully awake.
+
+### What the doctor said
+I wonder whether the PRIVATE-CANARY-subsection treatment plan is as certain as it sounded.
+
+## Reflection
+Family time works best without an agenda. The weekends we planned least were the ones everyone remembers.
+""",
+    "Journal/2026/10/2026-10-20 night shift.md": """---
+date: 2026-10-20
+tags: [journal]
+---
+## Log
+- 02:10 I think the pharmacy on the corner closes earlier than the sign says.
+- 03:45 I feel like the coffee machine has a personality and it is spiteful.
+
+## Night shift thoughts #reflection
+Covering the on-call night taught me how different the system feels when nobody is watching it. The alerts that matter are quiet; the noisy ones are the ones we stopped reading.
+
+See also [[Projects/Queue migration|the migration notes]], [[Areas/Running]]
+
+## Evening review
+I feel calmer after writing the handover note than after any meeting today. Writing things down for the next person is how I stop carrying them.
+
+- [ ] send the handover to Priya
+Contact for the night desk: ops lead Ravi, +44 20 7946 0321.
+""",
+    "Reading/Meditations.md": """---
+title: Meditations
+author: Marcus Aurelius
+tags: [reading, book]
+---
+# Meditations
+
+> I think the happiness of your life depends upon the quality of your thoughts.
+> — Marcus Aurelius
+
+I realised, reading it on the train, that I quote stoics most when I am least calm. It struck me that the book is a private notebook, not a sermon, which is why it still works.
+
+On the one hand the advice is simple; on the other hand I have read it three times and still forget it by Monday.
+""",
+}
+
 def main() -> None:
     if VAULT.exists():
         shutil.rmtree(VAULT)
@@ -368,6 +446,10 @@ def main() -> None:
     extra = VAULT / "Journal" / "2026" / "10" / "2026-10-31 evening.md"
     extra.write_text("## Evening\n" + SECTION_REFLECTIONS[2] + " #reflection\n", encoding="utf-8")
     for rel, text in STATIC_NOTES.items():
+        p = VAULT / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    for rel, text in PRIVATE_AND_TRUST_NOTES.items():
         p = VAULT / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
