@@ -24,12 +24,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VAULT = REPO_ROOT / "examples" / "vault"
 
 DEFAULT_REFLECTION_TAGS = ["reflection", "insight", "learning", "decision", "analysis", "takeaway", "realization"]
+# The seed's phrasings are the floor ("I think", "I feel", "I realize", "I wonder", "Looking back",
+# "On one hand...", "Ultimately decided"); the rest are common introspective phrasings, British spellings
+# included. An apostrophe matches ' and ’ alike.
 DEFAULT_REFLECTION_PATTERNS = [
-    "I think", "I realize", "I realized", "I've realized", "I learned", "I've learned", "Looking back",
-    "In hindsight", "What if", "On one hand", "On the other hand", "Ultimately decided", "I decided",
-    "I noticed", "I wonder", "It occurs to me", "The lesson", "I should have", "Next time I",
+    "I think", "I feel", "I realize", "I realized", "I've realized", "I realise", "I realised", "I've realised",
+    "I wonder", "Looking back", "On one hand", "On the one hand", "On the other hand", "Ultimately decided",
+    "I learned", "I learnt", "I've learned", "I've learnt", "In hindsight", "In retrospect", "What if",
+    "I decided", "I noticed", "I've noticed", "It occurs to me", "It struck me", "It dawned on me",
+    "I've been thinking", "I keep thinking", "I keep coming back to", "Note to self", "The lesson",
+    "I should have", "Next time I", "I'm starting to", "I suspect", "I'm grateful", "I regret",
+    "I recognise", "I recognize", "What I want", "I'm learning",
 ]
-DEFAULT_REFLECTION_SECTIONS = ["Reflection", "Reflections", "Insights", "Lessons learned", "Looking back", "Takeaways"]
+DEFAULT_REFLECTION_SECTIONS = ["Reflection", "Reflections", "Insights", "Lessons learned", "Looking back", "Takeaways",
+                               "Evening review", "Evening reflection", "Daily review", "Weekly review",
+                               "Retrospective", "What I learned", "Lessons", "Thoughts", "Journal"]
 DEFAULT_SUMMARY_SECTIONS = ["Day in short", "Summary", "Today"]
 DEFAULT_SYSTEM_PROMPT = "You are a thoughtful, reflective companion."
 
@@ -80,6 +89,10 @@ class ForgeSettings(BaseSettings):
     private_tags: list[str] = Field(["private"], description="A note with one of these tags in its frontmatter "
                                     "(or `private: true`) is excluded; a paragraph, list item or heading carrying "
                                     "one inline (#private) excludes that paragraph, item or section.")
+    phone_regions: list[str] = Field(["US", "GB", "FR", "DE"], description="Regions (ISO 3166 codes) whose "
+                                     "national format is read as a phone number when written without a country "
+                                     "code (e.g. 06 12 34 56 78 in FR); numbers with +country are found whatever "
+                                     "this list. Each region adds ~0.1 ms per text holding a long digit run.")
 
     # Curation
     near_dup_threshold: float = Field(0.7, description="Jaccard similarity (MinHash LSH over word 3-grams) "
