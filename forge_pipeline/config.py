@@ -38,7 +38,7 @@ DEFAULT_REFLECTION_PATTERNS = [
 ]
 DEFAULT_REFLECTION_SECTIONS = ["Reflection", "Reflections", "Insights", "Lessons learned", "Looking back", "Takeaways",
                                "Evening review", "Evening reflection", "Daily review", "Weekly review",
-                               "Retrospective", "What I learned", "Lessons", "Thoughts", "Journal"]
+                               "Retrospective", "What I learned", "Lessons", "Thoughts"]
 DEFAULT_SUMMARY_SECTIONS = ["Day in short", "Summary", "Today"]
 DEFAULT_SYSTEM_PROMPT = "You are a thoughtful, reflective companion."
 

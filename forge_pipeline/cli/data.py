@@ -10,6 +10,8 @@ from forge_pipeline.cli.common import config_from_args as _config
 def cmd_extract(args) -> int:
     from forge_pipeline.extraction.extractor import extract_training_data
 
+    if args.explain is not None:
+        return cmd_explain(args)
     report = extract_training_data(config=_config(args), output_path=args.output, progress=True)
     for line in report.summary_lines():
         print(line)
@@ -17,6 +19,18 @@ def cmd_extract(args) -> int:
         print(f"warning: {w['file']}: {w['problem']}", file=sys.stderr)
     for hint in report.hints:
         print(f"hint: {hint}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from forge_pipeline.extraction.explain import explain_note, explain_vault
+    from forge_pipeline.extraction.note import options_from_settings, scan_options_from_settings
+
+    config = _config(args)
+    opts, scan_opts = options_from_settings(config), scan_options_from_settings(config)
+    lines = explain_note(config.vault_dir, args.explain, opts, scan_opts) if args.explain else \
+        explain_vault(config.vault_dir, opts, scan_opts)
+    print("\n".join(lines))
     return 0
 
 
@@ -48,6 +62,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("extract", help="vault notes -> training_data/extracted.jsonl")
     p.add_argument("--vault", help="vault folder (default: FORGE_VAULT or the bundled sample vault)")
     p.add_argument("--output", help="output JSONL (default: FORGE_HOME/training_data/extracted.jsonl)")
+    p.add_argument("--explain", nargs="?", const="", metavar="NOTE",
+                   help="write nothing; for NOTE (vault path or file name) say which rule fired for each paragraph "
+                        "or why none did; without NOTE, list the notes that gave no example")
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("curate", help="extracted -> curated.jsonl + curated_eval.jsonl")
