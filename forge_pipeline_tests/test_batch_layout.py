@@ -25,3 +25,46 @@ def test_padding_waste_and_choice():
     assert 0.3 < padding_waste(mixed, batch_size=4, max_length=2048) < 0.45
     assert choose_padding_free([512] * 50, 4, 512) == (False, 0.0)
     assert choose_padding_free(mixed, 4, 2048)[0] is True
+
+
+def test_reflection_length_data_is_packed_on_the_fast_gpu_path_at_equal_effective_batch():
+    import random
+
+    from forge_pipeline.training.batch_layout import choose_packing
+
+    rng = random.Random(0)
+    reflections = [rng.randint(100, 400) for _ in range(500)]  # the nightly's shape (issue 14)
+    gpu = choose_packing(reflections, batch_size=4, grad_accum=4, max_length=1024, fast_packed_attention=True)
+    assert gpu.packing and 3.5 < gpu.examples_per_row < 4.5
+    # examples per optimizer step stay close to the unpacked 4 x 4 = 16, so the step count stays comparable
+    assert gpu.gradient_accumulation_steps == 1 and 12 <= 4 * gpu.gradient_accumulation_steps * gpu.examples_per_row <= 20
+    slow = choose_packing(reflections, 4, 4, 1024, fast_packed_attention=False)  # CPU, or per-example SDPA
+    assert not slow.packing and slow.gradient_accumulation_steps == 4
+    long_docs = choose_packing([700, 900, 1000] * 50, 4, 4, 1024, fast_packed_attention=True)
+    assert not long_docs.packing and long_docs.gradient_accumulation_steps == 4
+    big_batch = choose_packing([128] * 100, 4, 16, 1024, fast_packed_attention=True)
+    assert big_batch.packing and big_batch.gradient_accumulation_steps == 2  # 16 / 8 examples per row
+
+
+def test_layout_follows_the_packing_choice_only_when_packing_is_unset():
+    from types import SimpleNamespace
+
+    from forge_pipeline.training.config import resolve_training_config
+    from forge_pipeline.training.session import choose_layout
+
+    class Tok:
+        def apply_chat_template(self, messages, tokenize=False):
+            return " ".join(m["content"] for m in messages)
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": text.split()}
+
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "w " * 200}]}] * 20
+    fast = SimpleNamespace(tokenizer=Tok(), packed_attention="torch varlen flash (enabled by forge)")
+    unset = resolve_training_config({}, "cuda")
+    layout = choose_layout(unset, "unsloth", fast, rows, cuda=True)
+    assert layout.packing and layout.description == "packed (bfd)" and layout.gradient_accumulation_steps == 1
+    off = choose_layout(resolve_training_config({"packing": False}, "cuda"), "unsloth", fast, rows, cuda=True)
+    assert not off.packing and off.gradient_accumulation_steps == 4
+    cpu = choose_layout(resolve_training_config({}, "cpu"), "transformers", fast, rows, cuda=False)
+    assert not cpu.packing and cpu.description == "padded"

@@ -1,7 +1,6 @@
 """`forge export`: adapter -> GGUF under FORGE_HOME/models."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,9 +16,11 @@ def cmd_export(args) -> int:
     from forge_pipeline.training.base_model import cuda_available
 
     config = _config(args)
-    adapter = Path(args.adapter) if args.adapter else config.training_dir / "final"
-    manifest = adapter / "manifest.json"
-    base = json.loads(manifest.read_text())["base_model"]["name"] if manifest.exists() else None
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    adapter = Path(args.adapter) if args.adapter else config.adapter_dir
+    manifest = AdapterManifest.read_if_exists(adapter)
+    base = manifest.base_model.name if manifest else None
     quant = args.quant or default_quantization(base, cuda_available())
     with tqdm(total=len(EXPORT_STAGES), desc="export", unit="stage", file=sys.stderr) as bar:
         def on_stage(name: str) -> None:

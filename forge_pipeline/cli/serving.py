@@ -15,12 +15,13 @@ def cmd_status(args) -> int:
     status = {"forge_home": str(config.home_dir), "vault": str(config.vault_dir)}
     for name, path in (("extracted", config.extracted_path), ("curated", config.curated_path), ("eval", config.eval_path)):
         status[f"{name}_examples"] = sum(1 for _ in path.open()) if path.exists() else None
-    manifest = config.training_dir / "final" / "manifest.json"
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        status["adapter"] = {"path": str(manifest.parent), "created": m["created"], "backend": m["backend"],
-                             "base_model": m["base_model"]["name"], "eval_loss": m["metrics"].get("eval_loss"),
-                             "base_eval_loss": m["metrics"].get("base_eval_loss")}
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    m = AdapterManifest.read_if_exists(config.adapter_dir)
+    if m is not None:
+        status["adapter"] = {"path": str(config.adapter_dir), "created": m.created, "backend": m.backend,
+                             "base_model": m.base_model.name, "eval_loss": m.eval_loss,
+                             "base_eval_loss": m.base_eval_loss}
     export = last_export(config.models_dir)
     if export:
         status["model"] = {"path": str(Path(export["dir"]) / export["file"]), "version": export["version"],

@@ -69,7 +69,10 @@ class TrainingConfig(BaseModel):
     seed: int = Field(42, ge=0, description="Seeds LoRA initialisation, data order and dropout.")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: run all epochs).",
                            json_schema_extra={"allowed": "-1 (run all epochs) or an integer >= 1"})
-    packing: bool = Field(False, description="Pack short examples into full-length rows.")
+    packing: Optional[bool] = Field(None, description="Pack short examples into full-length rows. Unset: packed "
+                                    "on CUDA when rows would hold 2+ examples and packed rows get unsloth's flash "
+                                    "varlen attention, with accumulation lowered to keep the effective batch "
+                                    "(batch_layout.choose_packing); unpacked elsewhere.")
     packing_strategy: Literal["bfd", "wrapped"] = Field("bfd", description="bfd: best-fit rows of whole examples, "
                                                          "each attending only to itself (flash varlen under unsloth); "
                                                          "wrapped: concatenate and cut into full rows, splitting "

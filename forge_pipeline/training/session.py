@@ -1,0 +1,179 @@
+"""The SFT session: batch layout, TRL's SFTTrainer, the base model's eval loss, training with OOM backoff and
+resume, and the measured metrics (`fit` returns them in a `Fit`)."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from forge_pipeline.training.backends import LoadedModel
+from forge_pipeline.training.batch_layout import choose_packing, choose_padding_free, count_training_tokens
+from forge_pipeline.training.config import TrainingConfig
+from forge_pipeline.training.data import TrainingData, to_prompt_completion
+from forge_pipeline.training.errors import NonFiniteLossError, TrainingError
+from forge_pipeline.training.measurement import make_callbacks, peak_memory_gib, reset_peak_memory
+from forge_pipeline.training.types import LogFn, MetricsFn
+
+
+@dataclass(frozen=True)
+class Layout:
+    packing: bool
+    padding_free: Optional[bool]  # for SFTConfig; None: TRL's choice
+    gradient_accumulation_steps: int
+    description: str  # "packed (bfd)" | "padding-free" | "padded"
+    padding_waste: Optional[float]  # expected padding share of padded batches, when measured
+
+
+@dataclass
+class Fit:
+    trainer: Any
+    metrics: dict
+    log_history: list
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, grad_accum: int, log: LogFn = print):
+    """Call run(batch, accum); on CUDA OOM halve the batch and double accumulation (same effective batch)."""
+    while True:
+        try:
+            return run(batch_size, grad_accum)
+        except Exception as e:  # noqa: BLE001 - only OOM is retried, everything else re-raised
+            if not _is_oom(e):
+                raise
+            try:
+                import torch
+
+                torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001
+                pass
+            if batch_size == 1:
+                raise TrainingError(
+                    "CUDA out of memory even at batch size 1. Remedies: lower max_seq_length, use a smaller "
+                    "base model, enable 4-bit loading (unsloth / bitsandbytes), lower lora_rank, or free GPU "
+                    "memory held by other processes.") from e
+            batch_size, grad_accum = batch_size // 2, grad_accum * 2
+            log(f"CUDA out of memory: retrying with batch_size={batch_size}, gradient_accumulation_steps={grad_accum}")
+
+
+def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: list[dict], cuda: bool) -> Layout:
+    """Packed, padding-free or padded rows. Unset settings are decided from the examples' token lengths
+    (a sample of 512): packing by batch_layout.choose_packing, padding-free (unsloth's unpacked batches
+    only; packing is always padding-free and the transformers backend keeps padded rows) by
+    choose_padding_free."""
+    accum = cfg.gradient_accumulation_steps
+    needs_lengths = (cfg.packing is None and cuda) or (cfg.padding_free is None and backend == "unsloth")
+    lengths = []
+    if needs_lengths:
+        tok = loaded.tokenizer
+        sample = random.Random(cfg.seed).sample(rows, min(len(rows), 512))
+        lengths = [len(tok(tok.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)["input_ids"])
+                   for r in sample]
+    packing = bool(cfg.packing)
+    if cfg.packing is None and cuda:
+        fast = (loaded.packed_attention or "").startswith("torch varlen flash")
+        choice = choose_packing(lengths, cfg.batch_size, accum, cfg.max_seq_length, fast_packed_attention=fast)
+        packing, accum = choice.packing, choice.gradient_accumulation_steps
+    if packing:
+        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None)
+    if cfg.padding_free is not None or backend != "unsloth":
+        return Layout(False, cfg.padding_free, accum, "padding-free" if cfg.padding_free else "padded", None)
+    padding_free, waste = choose_padding_free(lengths, cfg.batch_size, cfg.max_seq_length)
+    return Layout(False, padding_free, accum, "padding-free" if padding_free else "padded", waste)
+
+
+def sft_args(cfg: TrainingConfig, layout: Layout, output_dir: Path, batch: int, accum: int, steps_per_epoch: int,
+             has_eval: bool, cuda: bool, backend: str):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir), per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+        gradient_accumulation_steps=accum, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio in transformers 5
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps or steps_per_epoch, save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_steps or steps_per_epoch,
+        load_best_model_at_end=bool(cfg.early_stopping_patience and has_eval),
+        metric_for_best_model="eval_loss" if cfg.early_stopping_patience else None,
+        max_length=cfg.max_seq_length, packing=layout.packing, packing_strategy=cfg.packing_strategy,
+        **({} if layout.padding_free is None else {"padding_free": layout.padding_free}),
+        loss_type=cfg.loss_type, completion_only_loss=True,
+        report_to="none", optim="adamw_8bit" if cuda else "adamw_torch",
+        logging_nan_inf_filter=False,  # the default hides NaN losses from logs, and so from the guard
+        bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
+        dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="no",
+        disable_tqdm=False,
+    )
+
+
+def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: Layout, output_dir: Path, *,
+        backend: str, cuda: bool, resume_from: Optional[Path], base_eval_loss: Optional[float],
+        on_base_eval: Callable[[Optional[float]], None], log: LogFn, on_metrics: Optional[MetricsFn]) -> Fit:
+    """Train (from ``resume_from`` when given). The base model's eval loss is measured once, before the first
+    step of a fresh run, and handed to ``on_base_eval`` to be kept for a resume; a resumed run reports the
+    ``base_eval_loss`` kept then."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    train_ds = Dataset.from_list(to_prompt_completion(data.train_rows))
+    eval_ds = Dataset.from_list(to_prompt_completion(data.eval_rows)) if data.eval_rows else None
+    has_eval = eval_ds is not None
+
+    def session(batch: int, accum: int) -> Fit:
+        nonlocal base_eval_loss
+        steps_per_epoch = max(1, math.ceil(len(data.train_rows) / (batch * accum)))
+        callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir)
+        trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer, callbacks=callbacks,
+                             args=sft_args(cfg, layout, output_dir, batch, accum, steps_per_epoch, has_eval, cuda, backend),
+                             train_dataset=train_ds, eval_dataset=eval_ds)
+        counter = count_training_tokens(trainer)
+        if has_eval and base_eval_loss is None and resume_from is None:
+            # The LoRA update starts at zero, so this is the base model's loss on the same eval set.
+            # (absent when truncation to max_seq_length left no completion token in any eval example)
+            base_eval_loss = trainer.evaluate().get("eval_loss")
+            on_base_eval(base_eval_loss)
+        t0 = time.time()
+        out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_s = time.time() - t0
+        steady, timed = throughput.steady_tokens_per_s(lambda steps: counter.tokens_through(steps * accum))
+        tokens = counter.tokens_through((trainer.state.global_step - (throughput.first_step or 0)) * accum)
+        return Fit(trainer, {
+            "train_loss_mean": out.training_loss, "tokens_seen": tokens,
+            "tokens_per_s": round(tokens / train_s, 1) if train_s > 0 and tokens else None,
+            "steady_tokens_per_s": steady, "steady_steps_timed": timed, "train_s": round(train_s, 2),
+            "effective_batch_size": batch * accum, "batch_size_used": batch, "gradient_accumulation_used": accum,
+        }, trainer.state.log_history)
+
+    reset_peak_memory(cuda)
+    result = run_with_oom_backoff(session, cfg.batch_size, layout.gradient_accumulation_steps, log)
+    trainer, history = result.trainer, result.log_history
+    final_eval = trainer.evaluate().get("eval_loss") if has_eval else None
+    if final_eval is None and has_eval:
+        log(f"warning: no eval example has an answer token within max_seq_length={cfg.max_seq_length}; eval loss unknown")
+    if final_eval is not None and not math.isfinite(final_eval):
+        raise NonFiniteLossError(f"eval loss is {final_eval}: no adapter was published")
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    result.metrics = {
+        "train_loss": train_losses[-1] if train_losses else None, "eval_loss": final_eval,
+        "base_eval_loss": base_eval_loss, "global_step": trainer.state.global_step, "epochs": trainer.state.epoch,
+        **result.metrics,
+        "peak_memory_gib": peak_memory_gib(cuda), "peak_memory_kind": "cuda_max_allocated" if cuda else "process_max_rss",
+        "batch_layout": layout.description,
+        "padding_waste_if_padded": None if layout.padding_waste is None else round(layout.padding_waste, 3),
+        "packed_attention": loaded.packed_attention,
+    }
+    return result

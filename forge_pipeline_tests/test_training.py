@@ -1,0 +1,264 @@
+"""Training with a tiny real Llama (random weights, SentencePiece tokenizer): the recipe, resume, checkpoints,
+reproducibility, guards. Tests that train are marked slow (each a few seconds on 2 cores)."""
+import errno
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from forge_pipeline.curation.curate import curate
+from forge_pipeline.extraction.extractor import extract_training_data
+from forge_pipeline.training.base_model import BaseModelError, resolve_base_model
+from forge_pipeline.training.checkpoints import SEAL, checkpoints, last_complete_checkpoint
+from forge_pipeline.training.config import TrainingConfig
+from forge_pipeline.training.manifest import AdapterManifest
+from forge_pipeline.training.trainer import NonFiniteLossError, TrainingError, run_training, run_with_oom_backoff
+from forge_pipeline_tests.tiny_models import make_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture
+def curated(config):
+    extract_training_data(config=config)
+    curate(config)
+    return config
+
+
+def tiny_cfg(base, **kw) -> TrainingConfig:
+    return TrainingConfig(**{"base_model": str(base), "max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 1,
+                             "max_seq_length": 384, "logging_steps": 1, "save_steps": 2, "eval_steps": 2,
+                             "learning_rate": 5e-3, **kw})
+
+
+class Crash(Exception):
+    """Stands for the trainer process dying at a given step."""
+
+
+def crash_at(step: int):
+    def on_metrics(m):
+        if m.get("step") == step and "loss" in m:
+            raise Crash(f"step {step}")
+    return on_metrics
+
+
+@pytest.mark.slow
+def test_packing_fills_rows_with_whole_examples(curated, tiny_base, tmp_path):
+    c = curated
+    runs = {packing: run_training(c.curated_path, tmp_path / f"packing-{packing}", tiny_cfg(tiny_base, packing=packing,
+                                  max_steps=2, max_seq_length=1024, eval_steps=None, save_steps=100), home=c.home_dir).metrics
+            for packing in (False, True)}
+    assert runs[True]["batch_layout"] == "packed (bfd)" and runs[False]["batch_layout"] == "padded"
+    assert runs[True]["global_step"] == runs[False]["global_step"] == 2
+    # the same steps carry several examples per row once packed (sample-vault examples are far below 1024 tokens)
+    assert runs[True]["tokens_seen"] > 1.5 * runs[False]["tokens_seen"] > 0
+    assert all(r["train_loss"] == r["train_loss"] for r in runs.values())  # not NaN
+
+
+@pytest.mark.slow
+def test_kill_mid_run_then_resume(curated, tiny_base, tmp_path):
+    c = curated
+    cfg = tiny_cfg(tiny_base, max_steps=40, save_steps=2, eval_steps=100)
+    script = (f"from forge_pipeline.training.trainer import run_training\n"
+              f"from forge_pipeline.training.config import TrainingConfig\n"
+              f"run_training({str(c.curated_path)!r}, {str(c.training_dir)!r}, "
+              f"TrainingConfig.model_validate_json({cfg.model_dump_json()!r}), home={str(c.home_dir)!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(checkpoints(c.training_dir)) < 1:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = checkpoints(c.training_dir)
+    assert done, "the trainer wrote no checkpoint before it was killed"
+    last_step = max(int(p.name.split("-")[1]) for p in done)
+    truncated = c.training_dir / f"checkpoint-{last_step + 1000}"
+    truncated.mkdir()
+    (truncated / "adapter_model.safetensors").write_bytes(b"\x10\x00")  # a save cut off mid-write
+    logs = []
+    report = run_training(c.curated_path, c.training_dir, cfg, home=c.home_dir, log=logs.append)
+    assert any("skipping incomplete checkpoint" in m for m in logs), logs
+    assert any(m.startswith("resuming from checkpoint-") for m in logs)
+    assert report.status == "resumed" and report.metrics["global_step"] == 40
+    assert not truncated.exists()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_publishes_nothing(curated, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    broken = make_tiny_llama(tmp_path / "broken", seed=3)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")  # a corrupted base: every loss is NaN
+    model.save_pretrained(broken)
+    c = curated
+    with pytest.raises(NonFiniteLossError, match="no adapter was published"):
+        run_training(c.curated_path, c.training_dir, tiny_cfg(broken, eval_steps=100), home=c.home_dir)
+    assert not (c.training_dir / "final").exists()
+
+
+def test_too_few_examples_fails_before_loading_a_model(forge_home, tmp_path):
+    data = tmp_path / "few.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}) + "\n")
+    with pytest.raises(TrainingError, match="1 training examples, need at least 10"):
+        run_training(data, tmp_path / "training", TrainingConfig(base_model="/nonexistent/model"))
+
+
+def test_oom_backoff_keeps_the_effective_batch():
+    import torch
+
+    seen = []
+
+    def run(batch, accum):
+        seen.append((batch, accum))
+        if batch > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "ok"
+
+    assert run_with_oom_backoff(run, 4, 4, log=lambda m: None) == "ok"
+    assert seen == [(4, 4), (2, 8), (1, 16)]
+
+    def always(batch, accum):
+        raise RuntimeError("CUDA error: out of memory")
+
+    with pytest.raises(TrainingError, match="lower max_seq_length"):
+        run_with_oom_backoff(always, 2, 1, log=lambda m: None)
+    with pytest.raises(ValueError):  # other errors are not retried
+        run_with_oom_backoff(lambda b, a: (_ for _ in ()).throw(ValueError("bad")), 4, 1)
+
+
+def test_offline_hub_id_is_a_clear_error(forge_home, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaseModelError, match="hub cannot be reached.*local directory or a .gguf file"):
+        resolve_base_model("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit", forge_home)
+
+
+def test_base_model_paths(forge_home, tmp_path):
+    with pytest.raises(BaseModelError, match="not found"):
+        resolve_base_model(str(tmp_path / "missing.gguf"), forge_home)
+    (tmp_path / "hfdir").mkdir()
+    with pytest.raises(BaseModelError, match="no config.json"):
+        resolve_base_model(str(tmp_path / "hfdir"), forge_home)
+
+
+
+
+@pytest.mark.slow
+def test_trains_publishes_a_typed_manifest_with_home_relative_paths(curated, tiny_base):
+    c = curated
+    report = run_training(c.curated_path, c.training_dir, tiny_cfg(tiny_base), eval_path=c.eval_path, home=c.home_dir)
+    final = Path(report.final_dir)
+    assert final == c.adapter_dir and report.status == "trained" and report.backend == "transformers"
+    m = AdapterManifest.read(final)
+    raw = json.loads((final / "manifest.json").read_text())  # stored form, read independently
+    assert raw["data"]["train_path"] == "training_data/curated.jsonl" and raw["format"] == 2
+    assert m.train_path() == c.curated_path and m.eval_path() == c.eval_path
+    assert m.hyperparameters["lora_rank"] == 16 and m.metrics["global_step"] == 4
+    assert m.eval_loss < m.base_eval_loss
+    assert (final / "adapter_model.safetensors").exists() and (final / "loss_curve.png").stat().st_size > 1000
+    assert checkpoints(c.training_dir) == []  # cleaned after publishing
+    again = run_training(c.curated_path, c.training_dir, tiny_cfg(tiny_base), eval_path=c.eval_path, home=c.home_dir)
+    assert again.status == "cached" and again.fingerprint == report.fingerprint
+
+
+def test_manifest_paths_follow_a_moved_data_home(tmp_path, monkeypatch):
+    """A base model converted under FORGE_HOME is stored relative to it, so the manifest stays right when the
+    whole data home moves to another disk."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    monkeypatch.setenv("FORGE_HOME", str(old))
+    from forge_pipeline.training.manifest import BaseModelRef, DataRef, to_stored
+
+    m = AdapterManifest(fingerprint="f", status="trained", backend="transformers", device="cpu", hyperparameters={},
+                        base_model=BaseModelRef(name="embedded:gemma-3-270m", source="embedded", fingerprint="x",
+                                                path=to_stored(old / "base_models" / "gemma-hf")),
+                        data=DataRef(train_path=to_stored(old / "training_data" / "curated.jsonl"), train_sha256="s",
+                                     train_examples=3))
+    m.write(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "manifest.json").read_text())["base_model"]["path"] == "base_models/gemma-hf"
+    monkeypatch.setenv("FORGE_HOME", str(new))
+    moved = AdapterManifest.read(tmp_path / "adapter")
+    assert moved.base_model_path() == str(new.resolve() / "base_models" / "gemma-hf")
+    assert moved.train_path() == new.resolve() / "training_data" / "curated.jsonl"
+    hub = moved.model_copy(update={"base_model": BaseModelRef(name="org/m", path="org/m", source="hub", fingerprint="h")})
+    assert hub.base_model_path() == "org/m"  # a hub id is never made a path
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    with pytest.raises(ValueError, match="broken/manifest.json: unreadable adapter manifest"):
+        AdapterManifest.read(tmp_path / "broken")
+
+
+@pytest.mark.slow
+def test_same_seed_same_data_gives_a_bitwise_identical_adapter(curated, tiny_base, tmp_path):
+    c = curated
+
+    def adapter(name: str, seed: int) -> bytes:
+        cfg = tiny_cfg(tiny_base, max_steps=2, eval_steps=None, save_steps=100, seed=seed)
+        report = run_training(c.curated_path, tmp_path / name, cfg, home=c.home_dir, log=lambda m: None)
+        return (Path(report.final_dir) / "adapter_model.safetensors").read_bytes()
+
+    first, second = adapter("a", 7), adapter("b", 7)
+    assert first == second
+    assert adapter("c", 8) != first  # the seed does reach the weights, so the comparison can fail
+
+
+@pytest.mark.slow
+def test_checkpoints_sealed_private_rotated_and_a_corrupt_newest_is_skipped(curated, tiny_base):
+    """save_total_limit keeps the newest two; each checkpoint is 0700 and sealed with sha256s; a truncated
+    optimizer.pt in the newest makes the resume use the previous one, logged; base_eval_loss survives."""
+    c = curated
+    cfg = tiny_cfg(tiny_base, max_steps=8, save_steps=2, eval_steps=100, save_total_limit=2)
+    with pytest.raises(Crash):
+        run_training(c.curated_path, c.training_dir, cfg, eval_path=c.eval_path, home=c.home_dir, log=lambda m: None,
+                     on_metrics=crash_at(7))
+    kept = checkpoints(c.training_dir)
+    assert [p.name for p in kept] == ["checkpoint-4", "checkpoint-6"]
+    for ckpt in kept:
+        assert stat.S_IMODE(ckpt.stat().st_mode) == 0o700
+        assert "optimizer.pt" in json.loads((ckpt / SEAL).read_text())["files"]
+    base_eval = json.loads((c.training_dir / "run.json").read_text())["base_eval_loss"]
+    assert isinstance(base_eval, float)
+    optimizer = kept[-1] / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])  # cut off mid-file
+    logs = []
+    report = run_training(c.curated_path, c.training_dir, cfg, eval_path=c.eval_path, home=c.home_dir, log=logs.append)
+    assert any("skipping incomplete checkpoint checkpoint-6: optimizer.pt does not match" in m for m in logs), logs
+    assert "resuming from checkpoint-4" in logs
+    assert report.status == "resumed" and report.metrics["global_step"] == 8
+    assert report.metrics["base_eval_loss"] == base_eval  # kept across the resume, not null
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_checkpoint_save_leaves_the_previous_one_loadable(curated, tiny_base, monkeypatch):
+    import torch
+
+    c = curated
+    cfg = tiny_cfg(tiny_base, max_steps=6, save_steps=2, eval_steps=100, save_total_limit=3)
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(os.path.join("checkpoint-4", "optimizer.pt")):
+            Path(f).write_bytes(b"PK\x03\x04 partial")  # what a full disk leaves behind
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(OSError, match="No space left"):
+        run_training(c.curated_path, c.training_dir, cfg, home=c.home_dir, log=lambda m: None)
+    monkeypatch.setattr(torch, "save", real_save)
+    logs = []
+    assert last_complete_checkpoint(c.training_dir, logs.append).name == "checkpoint-2"
+    assert any("checkpoint-4: not sealed" in m for m in logs), logs
+    report = run_training(c.curated_path, c.training_dir, cfg, home=c.home_dir, log=logs.append)
+    assert "resuming from checkpoint-2" in logs and report.status == "resumed" and report.metrics["global_step"] == 6
