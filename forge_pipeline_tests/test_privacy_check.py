@@ -106,3 +106,15 @@ def test_a_redactor_miss_is_caught_and_blocks(tmp_path, monkeypatch):
 def test_the_sample_vault_passes_the_check(config):
     rows = TrainingDataExtractor(config).extract()
     assert personal_data_problems(rows) == []
+
+
+def test_each_row_reports_its_redactions_and_the_phone_regions_setting_applies(tmp_path):
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    (vault / "berlin.md").write_text("## Reflection\nI think calling the Berlin office on 030 901820 early helped, "
+                                     "and mailing ops@example.com after.\n", encoding="utf-8")
+    rows = TrainingDataExtractor(load_config(home=str(tmp_path / "h1"), vault=str(vault))).extract()
+    assert rows[0]["redactions"] == {"EMAIL": 1, "PHONE": 1} and "030 901820" not in json.dumps(rows)
+    # read as a US-only vault, a German national number is not a phone number (and the cache is not reused)
+    us = TrainingDataExtractor(load_config(home=str(tmp_path / "h1"), vault=str(vault), phone_regions=["US"])).extract()
+    assert us[0]["redactions"] == {"EMAIL": 1} and "030 901820" in json.dumps(us)

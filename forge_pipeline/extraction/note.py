@@ -22,7 +22,7 @@ from forge_pipeline.extraction.detection import DetectionRules, analyze_note, fi
 from forge_pipeline.extraction.inventory import ScanOptions
 from forge_pipeline.extraction.markdown import parse_note, split_frontmatter
 from forge_pipeline.extraction.optout import note_private_reason, private_blocks
-from forge_pipeline.extraction.redaction import redact
+from forge_pipeline.extraction.redaction import DEFAULT_PHONE_REGIONS, redact, redaction_fingerprint
 from forge_pipeline.files import sha256_bytes, sha256_text
 
 CACHE_VERSION = 3
@@ -47,19 +47,21 @@ class NoteOptions:
     system_prompt: str = ""
     time_budget_s: float = 20.0
     private_tags: frozenset[str] = frozenset({"private"})
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS  # how the redactor reads national phone numbers
 
     def fingerprint(self) -> str:
         r = self.rules
         return sha256_text(json.dumps([CACHE_VERSION, _code_fingerprint(), sorted(r.tags), list(r.patterns),
                                        sorted(r.sections), r.min_words, list(self.summary_sections),
-                                       self.system_prompt, sorted(self.private_tags)]))
+                                       self.system_prompt, sorted(self.private_tags),
+                                       redaction_fingerprint(self.phone_regions)]))
 
 
 def options_from_settings(s: ForgeSettings) -> NoteOptions:
     rules = DetectionRules.build(s.reflection_tags, s.reflection_patterns, s.reflection_sections, s.min_unit_words,
                                  s.summary_sections)
     return NoteOptions(rules, tuple(s.summary_sections), s.system_prompt, s.note_time_budget_s,
-                       frozenset(t.lower().lstrip("#") for t in s.private_tags))
+                       frozenset(t.lower().lstrip("#") for t in s.private_tags), tuple(s.phone_regions))
 
 
 def scan_options_from_settings(s: ForgeSettings) -> ScanOptions:
@@ -102,11 +104,11 @@ def decode_note(raw: bytes) -> tuple[str, str | None]:
             "read with replacement characters - re-save it as UTF-8 to keep those characters")
 
 
-def _redact_path(rel_path: str, counts: Counter) -> str:
+def _redact_path(rel_path: str, counts: Counter, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> str:
     """The path keeps its folders and extension; a secret written in a name is replaced."""
     parts = []
     for part in rel_path.split("/"):
-        clean, c = redact(part)
+        clean, c = redact(part, phone_regions)
         counts.update(c)
         parts.append(clean)
     return "/".join(parts)
@@ -146,21 +148,25 @@ def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, c
     result.private_blocks = dict(private_counts)
     redactions: Counter = Counter()
     title = str(note.frontmatter.get("title") or Path(rel_path).stem)[:200]
-    title, c = redact(title)
+    title, c = redact(title, opts.phone_regions)
     redactions.update(c)
     day = note_date(rel_path, note.frontmatter)
     summary = find_summary(note, list(opts.summary_sections), private_mask=mask)
     if summary:
-        summary, c = redact(summary)
+        summary, c = redact(summary, opts.phone_regions)
         redactions.update(c)
-    source_file = _redact_path(rel_path, redactions)
+    source_file = _redact_path(rel_path, redactions, opts.phone_regions)
+    context_redactions = Counter(redactions)
     for reflection in analyze_note(note, opts.rules, mask, check).reflections:
         check()
-        reflection.text, c = redact(reflection.text)
+        reflection.text, c = redact(reflection.text, opts.phone_regions)
         redactions.update(c)
+        # this example's own report (its title, summary and path included): counts by type, never the values
+        example_redactions = context_redactions + Counter(c)
         if reflection.section:
-            reflection.section, c = redact(reflection.section)
+            reflection.section, c = redact(reflection.section, opts.phone_regions)
             redactions.update(c)
+            example_redactions.update(c)
         ex_id = example_id(rel_path, reflection.section, reflection.text)
         result.examples.append({
             "id": ex_id,
@@ -172,6 +178,7 @@ def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, c
             "date": day,
             "kind": reflection.kind,
             "section": reflection.section,
+            "redactions": dict(sorted(example_redactions.items())),
         })
     result.redactions = dict(redactions)
     return result
