@@ -45,14 +45,28 @@ def cmd_curate(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from forge_pipeline.curation.review import ReviewStore, review_interactive
+    import os
+
+    from forge_pipeline.curation.curate import reviewable
+    from forge_pipeline.curation.review import ReviewStore, edit_in_editor, list_decisions, review_interactive
     from forge_pipeline.files import read_jsonl
 
     config = _config(args)
     if not config.extracted_path.exists():
         raise FileNotFoundError(f"{config.extracted_path}: nothing to review; run `forge extract` first")
     store = ReviewStore(config.review_decisions_path)
-    counts = review_interactive(read_jsonl(config.extracted_path), store, sys.stdin, sys.stdout)
+    examples = read_jsonl(config.extracted_path)
+    if args.list:
+        lines = list_decisions(examples, store)
+        print("\n".join(lines) if lines else "no review decisions yet")
+        return 0
+    queue = reviewable(examples, config, note=args.note, tag=args.tag, kind=args.kind)
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    read_edit = (lambda current: edit_in_editor(current, editor, config.review_decisions_path.parent / "scratch")) \
+        if editor and sys.stdin.isatty() else None
+    print(f"{len(queue)} examples curation would keep match; "
+          + ("all shown" if args.all else "undecided ones shown (--all: every one)"))
+    counts = review_interactive(queue, store, sys.stdin, sys.stdout, read_edit=read_edit, include_decided=args.all)
     print(f"\nreviewed: {counts}. Decisions saved in {config.review_decisions_path}; "
           "run `forge curate` to apply them.")
     return 0
@@ -71,5 +85,12 @@ def add_commands(sub) -> None:
     p.add_argument("--input", help="extracted JSONL (default: FORGE_HOME/training_data/extracted.jsonl)")
     p.set_defaults(func=cmd_curate)
 
-    p = sub.add_parser("review", help="accept, reject or edit extracted examples in the terminal")
+    p = sub.add_parser("review", help="accept, reject or edit the examples curation would keep (edits open "
+                       "$EDITOR when set); 'b' goes back to change a decision")
+    p.add_argument("--vault", help="vault folder (default: FORGE_VAULT or the bundled sample vault)")
+    p.add_argument("--list", action="store_true", help="list the decisions made so far and exit")
+    p.add_argument("--all", action="store_true", help="also show examples already decided, to change them")
+    p.add_argument("--note", help="only examples from notes whose vault path contains this")
+    p.add_argument("--tag", help="only examples carrying this tag")
+    p.add_argument("--kind", choices=["tag", "pattern", "section"], help="only examples of this kind")
     p.set_defaults(func=cmd_review)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from forge_pipeline.config import ForgeSettings, load_config
 from forge_pipeline.curation.dedup import find_duplicates
-from forge_pipeline.curation.review import ReviewStore, apply_decisions
+from forge_pipeline.curation.review import ReviewStore, apply_decisions, first_words
 from forge_pipeline.curation.split import split_train_eval
 from forge_pipeline.files import atomic_write_json, clean_stale_tmp, commit_files, read_jsonl, recover_commit
 
@@ -20,7 +20,8 @@ class CurationReport:
     input_count: int
     train_count: int
     eval_count: int
-    dropped: list[dict] = field(default_factory=list)  # {"id", "source_file", "reason", "duplicate_of"?}
+    # {"id", "source_file", "reason", "duplicate_of"?: 'note: "first words..."', "duplicate_of_id"?}
+    dropped: list[dict] = field(default_factory=list)
     edited: int = 0
     train_path: str = ""
     eval_path: str = ""
@@ -32,6 +33,31 @@ class CurationReport:
     def to_dict(self) -> dict:
         return {**self.__dict__, "dropped_by_reason": self.dropped_by_reason,
                 "curated_count": self.train_count + self.eval_count}
+
+
+def _filter_and_dedup(examples: list[dict], config: ForgeSettings, drop) -> list[dict]:
+    """Length bounds, then exact and near duplicates (the first in vault order is kept)."""
+    sized = []
+    for ex in examples:
+        n = len(ex["messages"][-1]["content"].strip())
+        if n < config.min_chars:
+            drop(ex, "too_short", chars=n)
+        elif n > config.max_chars:
+            drop(ex, "too_long", chars=n)
+        else:
+            sized.append(ex)
+    dupes = find_duplicates([ex["messages"][-1]["content"] for ex in sized], config.near_dup_threshold)
+    unique = []
+    for i, ex in enumerate(sized):
+        if i in dupes:
+            reason, kept_idx = dupes[i]
+            kept = sized[kept_idx]
+            # a person reads "which note, which words", not an id (issue 15); the id stays for tools
+            drop(ex, reason, duplicate_of=f'{kept["source_file"]}: "{first_words(kept["messages"][-1]["content"])}"',
+                 duplicate_of_id=kept["id"])
+        else:
+            unique.append(ex)
+    return unique
 
 
 def curate_examples(examples: list[dict], config: ForgeSettings, store: ReviewStore | None = None
@@ -50,29 +76,29 @@ def curate_examples(examples: list[dict], config: ForgeSettings, store: ReviewSt
         for ex in rejected:
             drop(ex, "rejected_in_review")
 
-    sized = []
-    for ex in kept:
-        n = len(ex["messages"][-1]["content"].strip())
-        if n < config.min_chars:
-            drop(ex, "too_short", chars=n)
-        elif n > config.max_chars:
-            drop(ex, "too_long", chars=n)
-        else:
-            sized.append(ex)
-
-    dupes = find_duplicates([ex["messages"][-1]["content"] for ex in sized], config.near_dup_threshold)
-    unique = []
-    for i, ex in enumerate(sized):
-        if i in dupes:
-            reason, kept_idx = dupes[i]
-            drop(ex, reason, duplicate_of=sized[kept_idx]["id"])
-        else:
-            unique.append(ex)
-
+    unique = _filter_and_dedup(kept, config, drop)
     train, evals = split_train_eval(unique, config.eval_fraction)
     report = CurationReport(input_count=len(examples), train_count=len(train), eval_count=len(evals),
                             dropped=dropped, edited=edited)
     return train, evals, report
+
+
+def reviewable(examples: list[dict], config: ForgeSettings, *, note: str | None = None, tag: str | None = None,
+               kind: str | None = None) -> list[dict]:
+    """What curation would keep (length bounds, no duplicates), filtered by note (a substring of the
+    vault path), tag (with or without '#', any case) and kind: reviewing a near-duplicate wastes a
+    person's time, since curation drops it anyway."""
+    want_tag = tag.lower().lstrip("#") if tag else None
+    out = []
+    for ex in _filter_and_dedup(examples, config, lambda *a, **k: None):
+        if note and note.lower() not in ex["source_file"].lower():
+            continue
+        if want_tag and want_tag not in {t.lower().lstrip("#") for t in ex["tags"]}:
+            continue
+        if kind and ex["kind"] != kind:
+            continue
+        out.append(ex)
+    return out
 
 
 def _jsonl_bytes(rows: list[dict]) -> bytes:
