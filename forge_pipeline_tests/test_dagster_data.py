@@ -4,8 +4,8 @@ import sys
 
 from dagster import materialize
 
+from forge_pipeline.defs import data_assets, data_checks
 from forge_pipeline.files import read_jsonl
-from forge_pipeline.orchestration import data_assets, data_checks
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
 from forge_pipeline_tests.conftest import REPO_ROOT, tree_digest
 
@@ -13,9 +13,9 @@ DATA = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.cur
 
 
 def test_definitions_load():
-    from forge_pipeline import defs
+    from forge_pipeline.definitions import defs
 
-    repo = defs.get_repository_def()
+    repo = defs().get_repository_def()
     names = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"vault_notes", "extracted_examples", "curated_examples"} <= names
     assert "forge_job" in {j.name for j in repo.get_all_jobs()}

@@ -1,7 +1,13 @@
 """dagster.yaml and workspace.yaml are real: the instance they describe starts, stores runs under
-FORGE_HOME, and queues forge/gpu runs one at a time; the cluster sample validates against Dagster's schema."""
+FORGE_HOME, and lets one GPU-bound step run at a time; the cluster sample validates against Dagster's schema."""
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from dagster import DagsterInstance
 from dagster._config import process_config
@@ -15,8 +21,10 @@ def test_repo_instance_config_keeps_storage_under_forge_home(forge_home, tmp_pat
 
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "dh"), config_dir=str(REPO_ROOT))) as instance:
         assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
-        assert {"key": "forge/gpu", "limit": 1} in limits
+        # exactly one GPU-concurrency mechanism: the pool, one step at a time; no run-tag limit beside it
+        assert not instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1 and pools.pool_granularity.value == "op"
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert Path(instance.storage_directory()).is_relative_to(forge_home / "dagster")
     assert (forge_home / "dagster" / "storage").is_dir()
@@ -35,7 +43,75 @@ def test_cluster_sample_config_validates(monkeypatch):
     result = process_config(dagster_instance_config_schema(), data)
     assert result.success, result.errors
     assert data["run_launcher"]["class"] == "K8sRunLauncher"
-    assert {"key": "forge/gpu", "limit": 1} in data["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert data["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
     pod = yaml.safe_load((REPO_ROOT / "docs" / "k8s" / "trainer_pod.yaml").read_text())
     assert pod["spec"]["containers"][0]["command"][-1] == "forge_pipeline.training.pipes_entry"
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+GPU_PROBE = """
+import json, sys, time
+import dagster as dg
+from forge_pipeline.orchestration.concurrency import GPU_POOL
+
+@dg.op(pool=GPU_POOL)
+def train():
+    start = time.time()
+    time.sleep(4)
+    with open(sys.argv[1], "a") as f:
+        f.write(json.dumps([start, time.time()]) + "\\n")
+
+@dg.job
+def gpu_bound():
+    train()
+
+with dg.DagsterInstance.get() as instance:
+    assert gpu_bound.execute_in_process(instance=instance).success
+"""
+
+
+def test_two_gpu_bound_runs_never_overlap(forge_home, tmp_path):
+    """Two runs whose step takes the GPU pool, started together on the instance dagster.yaml describes: the
+    second step starts only after the first ended (timestamps written by the steps themselves)."""
+    from forge_pipeline.defs.model_assets import gguf_model, lora_adapter
+    from forge_pipeline.orchestration.concurrency import GPU_POOL
+
+    assert lora_adapter.op.pool == GPU_POOL and gguf_model.op.pool == GPU_POOL
+    dagster_home = tmp_path / "dh"
+    dagster_home.mkdir()
+    shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    script, out = tmp_path / "gpu_probe.py", tmp_path / "spans.jsonl"
+    script.write_text(GPU_PROBE)
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FORGE_HOME": str(forge_home)}
+    # the first run creates the storage; both then race for the pool
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"], env=env, check=True)
+    procs = [subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=tmp_path) for _ in range(2)]
+    assert all(p.wait(timeout=180) == 0 for p in procs)
+    (a_start, a_end), (b_start, b_end) = sorted(json.loads(line) for line in out.read_text().splitlines())
+    assert b_start >= a_end, f"GPU steps overlapped: {a_start:.1f}-{a_end:.1f} and {b_start:.1f}-{b_end:.1f}"
+
+
+def test_dg_project_layout_loads_every_definition():
+    """`dg` sees the project ([tool.dg]) and the defs folder: the jobs, schedule, sensor and resources."""
+    r = subprocess.run([str(Path(sys.executable).with_name("dg")), "list", "defs", "--json"], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    listed = json.loads(r.stdout)
+    names = json.dumps(listed)
+    for name in ("vault_notes", "curated_examples", "lora_adapter", "deployed_model", "forge_job", "data_job",
+                 "nightly_forge", "forge"):
+        assert name in names, name
+    assert "warning" not in r.stderr.lower(), r.stderr
+
+
+@pytest.mark.slow
+def test_headline_launch_prints_no_warning_and_no_debug_noise(forge_home):
+    """`dg launch --job ...` (the README's headline form) on the sample vault: it succeeds with no
+    supersession or venv warning and no DEBUG engine lines at the default log level."""
+    r = subprocess.run([str(Path(sys.executable).with_name("dg")), "launch", "--job", "data_job"], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "FORGE_HOME": str(forge_home)})
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "RUN_SUCCESS" in out or "Finished execution of run" in out or (forge_home / "training_data" / "curated.jsonl").exists()
+    assert "Warning" not in out and "superseded" not in out.lower(), out[:2000]
+    assert " - DEBUG - " not in out

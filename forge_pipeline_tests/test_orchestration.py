@@ -3,9 +3,9 @@
 import pytest
 from dagster import DagsterInstance, Failure, MaterializeResult, RunRequest, asset, build_sensor_context, materialize
 
-from forge_pipeline.orchestration.deploy_assets import deployed_model
+from forge_pipeline.defs.deploy_sensor import gguf_deploy_sensor
+from forge_pipeline.defs.deployed_model import deployed_model
 from forge_pipeline.orchestration.resources import ServingClient
-from forge_pipeline.orchestration.sensors import gguf_deploy_sensor
 from forge_pipeline_tests.test_serving import Server
 from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
@@ -44,6 +44,32 @@ def test_sensor_requests_one_deploy_per_passing_model():
         assert [r.run_key for r in requests(instance, cursor)[0]] == ["a" * 64]
 
 
+def test_sensor_says_why_it_skips():
+    """A tick that requests nothing says why (a `return SkipReason` inside a generator was silently dropped)."""
+    with DagsterInstance.ephemeral() as instance:
+        fake_gguf_run(instance, "b" * 64, "/m/b.gguf", fail=True)
+        result = gguf_deploy_sensor.evaluate_tick(build_sensor_context(instance=instance))
+        assert not result.run_requests
+        assert result.skip_message and "empty result" not in result.skip_message  # not Dagster's generic text
+
+
+def test_nightly_schedule_follows_the_settings(monkeypatch):
+    """Cron and time zone are settings; the zone defaults to the machine's local zone, not UTC."""
+    import importlib
+
+    import forge_pipeline.defs.nightly_schedule as module
+
+    monkeypatch.delenv("FORGE_TIMEZONE", raising=False)
+    monkeypatch.setenv("TZ", "America/New_York")
+    monkeypatch.setenv("FORGE_NIGHTLY_CRON", "30 2 * * *")
+    schedule = importlib.reload(module).nightly_forge
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 2 * * *", "America/New_York")
+    monkeypatch.setenv("FORGE_TIMEZONE", "Europe/Paris")
+    assert importlib.reload(module).nightly_forge.execution_timezone == "Europe/Paris"
+    monkeypatch.undo()
+    importlib.reload(module)
+
+
 @pytest.fixture
 def serving_home(tmp_path):
     home = tmp_path / "home"
@@ -76,7 +102,7 @@ def test_deploy_fails_clearly_when_serving_is_down(tmp_path):
 
 
 def test_model_assets_materialize_then_skip_when_unchanged(config, tmp_path):
-    from forge_pipeline.orchestration import data_assets, data_checks, model_assets, model_checks
+    from forge_pipeline.defs import data_assets, data_checks, model_assets, model_checks
     from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
     from forge_pipeline_tests.tiny_models import make_tiny_llama
 
@@ -108,7 +134,7 @@ def test_model_assets_materialize_then_skip_when_unchanged(config, tmp_path):
 
 
 def test_trainer_crash_fails_the_step(config, tmp_path):
-    from forge_pipeline.orchestration import data_assets, model_assets
+    from forge_pipeline.defs import data_assets, model_assets
     from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
 
     assets = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples, model_assets.lora_adapter]

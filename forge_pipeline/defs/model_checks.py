@@ -1,9 +1,9 @@
 """Blocking checks before a GGUF counts as ready; each wraps a pure rule from forge_pipeline.export.validate."""
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
+from forge_pipeline.defs.model_assets import gguf_model, lora_adapter
 from forge_pipeline.export.export import last_export
 from forge_pipeline.export.validate import adapter_problems, degenerate_problems, load_problems, parity_problems
-from forge_pipeline.orchestration.model_assets import gguf_model, lora_adapter
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
 
 
@@ -37,10 +37,11 @@ def gguf_perplexity_parity(forge: ForgeSettingsResource) -> AssetCheckResult:
 
 @asset_check(asset=lora_adapter, blocking=False, description="The adapter's eval loss beats the base model's (warning if not).")
 def adapter_beats_base(forge: ForgeSettingsResource) -> AssetCheckResult:
-    import json
 
-    manifest = forge.settings().training_dir / "final" / "manifest.json"
-    m = json.loads(manifest.read_text()).get("metrics", {}) if manifest.exists() else {}
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    manifest = AdapterManifest.read_if_exists(forge.settings().adapter_dir)
+    m = manifest.metrics if manifest else {}
     return _result(adapter_problems(m.get("eval_loss"), m.get("base_eval_loss")), severity=AssetCheckSeverity.WARN,
                    eval_loss=m.get("eval_loss"), base_eval_loss=m.get("base_eval_loss"))
 

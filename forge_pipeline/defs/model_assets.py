@@ -6,15 +6,15 @@ from typing import Optional
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
+from forge_pipeline.defs.data_assets import curated_examples
 from forge_pipeline.export.export import export_model
 from forge_pipeline.export.gguf import default_quantization
-from forge_pipeline.orchestration.data_assets import curated_examples
+from forge_pipeline.orchestration.concurrency import GPU_POOL
 from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
 from forge_pipeline.training.base_model import cuda_available
 from forge_pipeline.training.config import default_training_config
 
 GROUP = "model"
-GPU_POOL = "gpu"
 
 
 class TrainingRunConfig(Config):

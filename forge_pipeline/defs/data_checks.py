@@ -3,8 +3,8 @@
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
 from forge_pipeline.curation.validators import overlap_problems, personal_data_problems, validate_jsonl_rows
+from forge_pipeline.defs.data_assets import curated_examples, extracted_examples
 from forge_pipeline.files import read_jsonl
-from forge_pipeline.orchestration.data_assets import curated_examples, extracted_examples
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
 
 
