@@ -211,3 +211,16 @@ def test_scheduler_names_are_the_installed_transformers_names():
 
     allowed = set(typing.get_args(TrainingConfig.model_fields["lr_scheduler_type"].annotation))
     assert allowed == {s.value for s in SchedulerType}
+
+
+def test_the_launchpad_of_the_real_lora_adapter_asset_has_every_field():
+    """The project's own definitions, not only the generator: the asset's config schema lists every field."""
+    from pathlib import Path
+
+    import dagster
+
+    import forge_pipeline.definitions as definitions
+
+    defs = dagster.load_from_defs_folder(path_within_project=Path(definitions.__file__).parent)
+    fields = defs.resolve_assets_def("lora_adapter").op.config_schema.as_field().config_type.fields
+    assert set(fields) == set(TrainingConfig.model_fields)
