@@ -420,6 +420,53 @@ On the one hand the advice is simple; on the other hand I have read it three tim
 """,
 }
 
+# Secrets of the kinds issue 12 found leaking, written where people write them (bodies, headings, titles, file
+# names), next to sentences full of harmless numbers that must survive redaction untouched. All fake.
+PRIVACY_NOTES = {
+    "Areas/Admin/Bank and accounts.md": """---
+title: Bank admin, IBAN FR76 3000 6000 0112 3456 7890 189
+tags: [admin]
+---
+# Bank and accounts
+
+## Reflection
+I think moving the rent to the new account was overdue: the landlord's IBAN is FR76 3000 6000 0112 3456 7890 189 and mine is now DE89370400440532013000, so the transfer no longer bounces every third month.
+
+I realize I keep the card 4111 1111 1111 1111 in too many shops; one card for subscriptions would make a lost wallet a five-minute problem instead of a lost weekend.
+""",
+    "Areas/Admin/Server access.md": """# Server access
+
+## Access notes
+password: Tr0ub4dor&3-staging
+aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+DATABASE_URL=postgres://admin:s3cretPass@db.internal.example:5432/app
+
+## Reflection
+Looking back, pasting the staging password: Tr0ub4dor&3-staging and the AWS secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY into a note was the lazy choice; the connection string postgres://admin:s3cretPass@db.internal.example:5432/app belongs in the password manager, not in my journal.
+I kept the old deploy key here too, which says everything about how I treat "temporary":
+-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACDx1kYk3vJ0dZ0x9Lr5Yb8Q2nC5dW3mV4pX7sT9aK6fRgAAAJgq0Xo7KtF6
+-----END OPENSSH PRIVATE KEY-----
+The tokens ghp_abcdefghijklmnopqrstuvwxyz0123456789 and xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx go into the rotation list tomorrow.
+""",
+    "Journal/2026/09/2026-09-21 calls.md": """# Calls
+
+## Call with claire.martin@example.fr about the move
+I think calling Claire on 06 12 34 56 78 instead of texting saved us a week of back-and-forth, and Tom in London (07911 123456, or +44 7911 123456 from abroad) said the same about his team.
+
+## Paperwork
+I realize the old tax form with my SSN 536-22-8726 should have been shredded years ago; keeping paper "just in case" is how private things end up in the wrong box.
+""",
+    "Inbox/Thread with maya.lee@example.org.md": """## Reflection
+Looking back, the long thread with Maya was really one question asked five ways; I should have called her on the second reply instead of writing a sixth paragraph.
+""",
+    "Areas/Numbers that are not secrets.md": """## Reflection
+I think between 2024 2025 2026 the numbers 1000 2000 3000 grew faster than my attention did. Invoice 2026-0042-117 was paid on 2026-03-14 at 10:30, order 1234 5678 9012 3456 arrived on time, and version 1.13.28 shipped before lunch; none of those numbers needed me.
+""",
+}
+
+
 def main() -> None:
     if VAULT.exists():
         shutil.rmtree(VAULT)
@@ -450,6 +497,10 @@ def main() -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
     for rel, text in PRIVATE_AND_TRUST_NOTES.items():
+        p = VAULT / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+    for rel, text in PRIVACY_NOTES.items():
         p = VAULT / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")

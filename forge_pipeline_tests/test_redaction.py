@@ -152,3 +152,9 @@ def test_cost_grows_linearly_on_adversarial_input(unit, small):
     assert big < max(base, 0.02) * 24, (unit, base, big)
     if unit in ("a-", "a."):
         assert big < 15, big  # 512 KB of the inputs: seconds, not hours
+
+
+def test_a_password_in_prose_takes_its_word_not_the_sentence():
+    out, _ = redact("I pasted the staging password: Tr0ub4dor&3-staging and then forgot about it for a year.")
+    assert out == "I pasted the staging password: [SECRET] and then forgot about it for a year."
+    assert redact("(call 07911 123456, or not)")[0] == "(call [PHONE], or not)"

@@ -108,9 +108,10 @@ def _redact_path(rel_path: str, counts: Counter, phone_regions: tuple[str, ...] 
     """The path keeps its folders and extension; a secret written in a name is replaced."""
     parts = []
     for part in rel_path.split("/"):
-        clean, c = redact(part, phone_regions)
+        stem, dot, ext = part.rpartition(".") if part.endswith(".md") else (part, "", "")
+        clean, c = redact(stem, phone_regions)  # without ".md", which reads as Moldova's domain
         counts.update(c)
-        parts.append(clean)
+        parts.append(clean + dot + ext)
     return "/".join(parts)
 
 

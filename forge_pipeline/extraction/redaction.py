@@ -49,6 +49,7 @@ PRESIDIO_MIN_SCORE = 0.4  # Presidio's "very weak" patterns (any 9 digits as an 
 # detect-secrets plugins not used here: the entropy ones only look inside quotes (our entropy rule replaces
 # them), and its public-IP plugin duplicates Presidio's IP recognizer.
 SKIPPED_PLUGINS = {"Base64 High Entropy String", "Hex High Entropy String", "Public IP (ipv4)"}
+MAX_PASSPHRASE_WORDS = 4  # "password: correct horse battery staple" goes whole; a longer value is prose
 SECRET_TYPES = {"Secret Keyword", "Private Key"}  # -> [SECRET]; basic auth -> [CREDENTIALS]; the rest [API_KEY]
 
 PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
@@ -222,6 +223,10 @@ class Redactor:
                             for m in URL_USERINFO_RE.finditer(line) if value in m.group(1)]
                     continue
                 label = "SECRET" if secret.type in SECRET_TYPES else "API_KEY"
+                if secret.type == "Secret Keyword" and len(value.split()) > MAX_PASSPHRASE_WORDS:
+                    # The keyword plugin takes the rest of the line; in prose that is the rest of the
+                    # sentence ("password: hunter2 and then I ..."): the secret is the first word.
+                    value = value.split()[0]
                 at = line.find(value)
                 while at >= 0:
                     start, end = at, at + len(value)
@@ -259,9 +264,14 @@ class Redactor:
 
     @staticmethod
     def _analyze(recognizer, text: str, offset: int) -> list[Finding]:
-        return [Finding(offset + res.start, offset + res.end, PRESIDIO_LABELS[res.entity_type])
-                for res in recognizer.analyze(text, recognizer.supported_entities, None)
-                if res.score >= PRESIDIO_MIN_SCORE and res.entity_type in PRESIDIO_LABELS]
+        out = []
+        for res in recognizer.analyze(text, recognizer.supported_entities, None):
+            if res.score >= PRESIDIO_MIN_SCORE and res.entity_type in PRESIDIO_LABELS:
+                start = res.start
+                if text[start] == "(" and ")" not in text[start:res.end]:
+                    start += 1  # "(07911 123456, ...": the bracket belongs to the sentence
+                out.append(Finding(offset + start, offset + res.end, PRESIDIO_LABELS[res.entity_type]))
+        return out
 
     def random_strings(self, text: str) -> list[Finding]:
         return [Finding(m.start(), m.end(), "SECRET") for m in ENTROPY_CANDIDATE_RE.finditer(text)
