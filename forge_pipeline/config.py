@@ -116,6 +116,23 @@ class ForgeSettings(BaseSettings):
     timezone: Optional[str] = Field(None, description="IANA zone the cron is read in (FORGE_TIMEZONE); unset: the "
                                     "machine's local zone (see schedule_timezone).")
 
+    # Evaluation and the deploy gate (forge_pipeline/evaluation; metric definitions in evaluation/metrics.py)
+    evaluation_probes_path: Optional[Path] = Field(None, description="Probe prompts answered by base, live and "
+                                                   "candidate each night: a JSON list of strings or one prompt per "
+                                                   "line (default: the journaling prompts in evaluation/probes.py).")
+    evaluation_max_examples: int = Field(32, ge=1, description="Eval conversations scored per model (the first N "
+                                         "of the eval split; each costs one forward pass per model).")
+    gate_kld_bounds: dict[str, float] = Field(
+        {"f32": 0.005, "f16": 0.005, "bf16": 0.01, "q8_0": 0.02, "q6_k": 0.04, "q5_k_m": 0.06, "q4_k_m": 0.12},
+        description="Largest mean KL divergence (nats/token) between the served file and the trained model, per "
+                    "quantization of the served weights; a larger one means the export lost the fine-tune.")
+    gate_loss_tolerance: float = Field(0.01, ge=0, description="A candidate may have an eval loss at most this "
+                                       "fraction above the live model's (0.01 = 1%); the first model must beat the base.")
+    gate_probe_tolerance: int = Field(0, ge=0, description="Extra probe answers that loop or invent turns the "
+                                      "candidate may have beyond the live model's.")
+    gate_max_regurgitation_share: float = Field(0.25, ge=0, le=1, description="Largest share of probe answers "
+                                                "that may copy 50+ characters verbatim from the training data.")
+
     @property
     def schedule_timezone(self) -> str:
         """FORGE_TIMEZONE, else the machine's local IANA zone (TZ, then /etc/localtime), else UTC: a 03:00

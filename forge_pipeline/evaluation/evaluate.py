@@ -1,0 +1,249 @@
+"""evaluate_models: base, live and candidate, each as served (llama.cpp), on today's eval split.
+
+Order of work keeps at most two models in memory: the candidate stays loaded while the trained model's
+Hugging Face form (for the fidelity KLD) and then the base GGUF (loss, drift KLD) visit it; the live model
+comes last. Probe answers are cached by model identity, probe set, sampling and template, so the live
+model's answers (made the night it was the candidate) and the base's are not generated again.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from forge_pipeline.evaluation import metrics
+from forge_pipeline.evaluation.probes import GENERAL_TEXT
+from forge_pipeline.evaluation.reference import ReferenceModel, training_sequences
+from forge_pipeline.evaluation.report import (
+    DataChanges,
+    EvaluationReport,
+    Fidelity,
+    ModelResult,
+    ProbeResult,
+    RoundTrip,
+)
+from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel, file_identity, gguf_quantization
+from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file, sha256_text
+
+EXAMPLES = "examples.json"  # per evaluation folder: example id -> source note, for "what changed since live"
+
+
+def model_identity(model: ServedModel, cache_dir: Path | None) -> str:
+    cache = Path(cache_dir) / "file_sha256.json" if cache_dir else None
+    ident = file_identity(model.gguf, cache)
+    return ident + (":" + file_identity(model.lora, cache) if model.lora else "")
+
+
+def candidate_key(identity: str) -> str:
+    return sha256_text(identity)[:16]
+
+
+def _probe(model: LoadedModel, prompts: list[str], sampling: Sampling, identity: str, cache_dir: Path | None,
+           train_corpus: str) -> tuple[list[ProbeResult], bool]:
+    key = sha256_text(json.dumps([identity, prompts, sampling.as_dict(), model.used_template], sort_keys=True))
+    cache = Path(cache_dir) / "probe_cache" / f"{key}.json" if cache_dir else None
+    if cache is not None and cache.exists():
+        return [ProbeResult.model_validate(p) for p in json.loads(cache.read_text())], True
+    out = []
+    for prompt in prompts:
+        a = model.answer(prompt, sampling)
+        out.append(ProbeResult(prompt=prompt, text=a.text, finish_reason=a.finish_reason,
+                               completion_tokens=a.completion_tokens, loop=metrics.loop_reason(a.text),
+                               invented_turn=metrics.invented_turn(a.text), empty=not a.text.strip(),
+                               cut=a.finish_reason == "length",
+                               copied_chars=metrics.longest_copied_run(a.text, train_corpus)))
+    if cache is not None:
+        atomic_write_json(cache, [p.model_dump() for p in out])
+    return out, False
+
+
+def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], keep_logits: bool = False):
+    total, n, kept = 0.0, 0, []
+    for ids, start in seqs:
+        logits = model.logits(ids)
+        nll = metrics.token_nll(logits, ids, start)
+        total, n = total + float(nll.sum()), n + len(nll)
+        if keep_logits:
+            kept.append(logits)
+    return (total / n if n else None), n, kept
+
+
+def _round_trip(model: LoadedModel, tok, rows: list[dict], seqs_full: list[tuple[list[int], int]]) -> RoundTrip:
+    problems, mismatched = [], []
+    if not model.template:
+        return RoundTrip(ok=False, problems=["the GGUF carries no chat template"])
+    for i, row in enumerate(rows):
+        served = model.template_prompt_ids(row["messages"][:-1])
+        trained = list(tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
+                                               return_dict=False))
+        if served != trained:
+            mismatched.append(i)
+            if len(mismatched) == 1:
+                k = next((j for j, (a, b) in enumerate(zip(served, trained)) if a != b), min(len(served), len(trained)))
+                problems.append(f"eval conversation {i + 1}: prompt tokens differ from position {k} "
+                                f"(GGUF template {served[k:k + 3]} vs training template {trained[k:k + 3]})")
+    if mismatched:
+        problems[0] += f" ({len(mismatched)} of {len(rows)} conversations differ)"
+    special = set(tok.all_special_ids)
+    eot_id = None
+    for ids, start in seqs_full:
+        eot_id = next((t for t in ids[start:] if t in special), None)
+        if eot_id is not None:
+            break
+    eot_tok, is_eog = None, False
+    if eot_id is None:
+        problems.append("the trained answers end with no special token, so nothing but a stop string ends a turn")
+    else:
+        eot_tok = tok.convert_ids_to_tokens(eot_id)
+        is_eog = model.is_eog(eot_id)
+        if not is_eog:
+            problems.append(f"the trained end-of-turn token {eot_tok!r} (id {eot_id}) does not end generation in llama.cpp")
+    return RoundTrip(ok=not problems, conversations=len(rows), mismatched=mismatched, end_of_turn_token=eot_tok,
+                     end_of_turn_id=eot_id, end_of_turn_is_eog=is_eog, problems=problems)
+
+
+def _loss_curve(adapter_dir: Path) -> list[tuple[int, float]]:
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    manifest = AdapterManifest.read_if_exists(adapter_dir)
+    if manifest is None:
+        return []
+    curve = [(0, float(manifest.base_eval_loss))] if manifest.base_eval_loss else []
+    curve += [(int(h["step"]), float(h["eval_loss"])) for h in manifest.log_history
+              if "eval_loss" in h and "step" in h]
+    return sorted(dict(curve).items())
+
+
+def _data_changes(cache_dir: Path | None, live_identity: str | None, examples: dict[str, str]) -> DataChanges | None:
+    if not cache_dir or not live_identity:
+        return None
+    path = Path(cache_dir) / candidate_key(live_identity) / EXAMPLES
+    if not path.exists():
+        return None
+    before: dict[str, str] = json.loads(path.read_text())
+    notes_before, notes_now = set(before.values()), set(examples.values())
+    added = [i for i in examples if i not in before]
+    removed = [i for i in before if i not in examples]
+    # An example whose id (a content hash) is new but whose note already had examples was edited.
+    return DataChanges(against=live_identity, new=sum(examples[i] not in notes_before for i in added),
+                       edited=sum(examples[i] in notes_before for i in added),
+                       dropped=sum(before[i] not in notes_now for i in removed),
+                       unchanged=len(set(examples) & set(before)))
+
+
+def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: Path, eval_path: Path,
+                    train_path: Path | None = None, live: ServedModel | None = None, probes: list[str] | None = None,
+                    sampling: Sampling | None = None, max_examples: int = 32, cache_dir: Path | None = None,
+                    n_threads: int | None = None, log: Callable[[str], None] = print) -> EvaluationReport:
+    """Evaluate the candidate (and base, and live when there is one) as served, on ``eval_path``.
+
+    ``adapter_dir`` is the candidate's trained adapter (training/final): its tokenizer and template define
+    the eval tokens, and base + adapter in Hugging Face form is the reference for the fidelity KLD.
+    ``cache_dir`` (settings.evaluation_dir) keeps probe answers and file hashes between nights."""
+    from forge_pipeline.evaluation.probes import DEFAULT_PROBES
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    sampling = sampling or Sampling()
+    prompts = list(probes or DEFAULT_PROBES)
+    adapter_dir = Path(adapter_dir)
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    manifest = AdapterManifest.read_if_exists(adapter_dir)
+    max_len = int((manifest.hyperparameters.get("max_seq_length") if manifest else None) or 1024)
+    rows = read_jsonl(eval_path)[:max_examples]
+    if not rows:
+        raise ValueError(f"{eval_path}: no eval examples to evaluate on")
+    train_rows = read_jsonl(train_path) if train_path and Path(train_path).exists() else []
+    train_texts = [r["messages"][-1]["content"] for r in train_rows]
+    train_corpus = "\n\x00\n".join(train_texts)
+
+    ref = ReferenceModel(adapter_dir)
+    tok = ref.tokenizer
+    seqs = training_sequences(tok, rows, max_len)
+    general = [list(tok(t, add_special_tokens=True)["input_ids"])[:max_len] for t in GENERAL_TEXT]
+    n_ctx = max(max_len, 512) + sampling.max_tokens + 16
+    idents = {"candidate": model_identity(candidate, cache_dir), "base": model_identity(base, cache_dir)}
+    if live is not None:
+        idents["live"] = model_identity(live, cache_dir)
+    timings["prepare_s"] = time.perf_counter() - t_start
+
+    results: dict[str, ModelResult] = {}
+    t = time.perf_counter()
+    with LoadedModel(candidate, n_ctx, n_threads) as cand:
+        round_trip = _round_trip(cand, tok, rows, seqs)
+        # fidelity: trained model (HF) vs served file, on the same tokens
+        kls, agree, total, n = [], [], 0.0, 0
+        ref.load()
+        for ids, start in seqs:
+            served = cand.logits(ids)
+            trained = ref.logits(ids)
+            kl, ag = metrics.kl_and_top1(trained[start - 1:len(ids) - 1], served[start - 1:len(ids) - 1])
+            kls.append(kl)
+            agree.append(ag)
+            nll = metrics.token_nll(served, ids, start)
+            total, n = total + float(nll.sum()), n + len(nll)
+        ref.close()
+        gc.collect()
+        kl_all, agree_all = np.concatenate(kls), np.concatenate(agree)
+        quant = gguf_quantization(candidate.gguf)
+        fidelity = Fidelity(kld_mean=float(kl_all.mean()), kld_p99=float(np.quantile(kl_all, 0.99)),
+                            top1_agreement=float(agree_all.mean()), positions=int(len(kl_all)), quantization=quant)
+        results["candidate"] = ModelResult(role="candidate", gguf=str(candidate.gguf),
+                                           lora=str(candidate.lora) if candidate.lora else None,
+                                           identity=idents["candidate"], eval_loss=total / n if n else None, eval_tokens=n)
+        timings["candidate_loss_fidelity_s"] = time.perf_counter() - t
+        log(f"candidate: eval loss {results['candidate'].eval_loss:.4f}, KLD {fidelity.kld_mean:.5f} ({quant})")
+
+        t = time.perf_counter()
+        with LoadedModel(base, n_ctx, n_threads, fallback_template=cand.used_template) as b:
+            b_loss, b_n, _ = _loss(b, seqs)
+            drift = []
+            for ids in general:
+                drift.append(metrics.kl_and_top1(b.logits(ids)[:-1], cand.logits(ids)[:-1])[0])
+            b_probes, b_cached = _probe(b, prompts, sampling, idents["base"], cache_dir, train_corpus)
+        results["base"] = ModelResult(role="base", gguf=str(base.gguf), lora=str(base.lora) if base.lora else None,
+                                      identity=idents["base"], eval_loss=b_loss, eval_tokens=b_n, probes=b_probes,
+                                      probes_cached=b_cached)
+        results["candidate"].drift_kld = float(np.concatenate(drift).mean())
+        timings["base_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        c_probes, c_cached = _probe(cand, prompts, sampling, idents["candidate"], cache_dir, train_corpus)
+        results["candidate"].probes, results["candidate"].probes_cached = c_probes, c_cached
+        timings["candidate_probes_s"] = time.perf_counter() - t
+        cand_template = cand.used_template
+
+    if live is not None:
+        t = time.perf_counter()
+        with LoadedModel(live, n_ctx, n_threads, fallback_template=cand_template) as lv:
+            l_loss, l_n, _ = _loss(lv, seqs)
+            l_probes, l_cached = _probe(lv, prompts, sampling, idents["live"], cache_dir, train_corpus)
+        results["live"] = ModelResult(role="live", gguf=str(live.gguf), lora=str(live.lora) if live.lora else None,
+                                      identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n, probes=l_probes,
+                                      probes_cached=l_cached)
+        timings["live_s"] = time.perf_counter() - t
+
+    held_out = [r["messages"][-1]["content"] for r in rows]
+    for res in results.values():
+        answers = [p.text for p in res.probes]
+        runs = [p.copied_chars for p in res.probes]
+        res.regurgitation_max_chars = max(runs, default=0)
+        res.regurgitation_share = sum(r >= metrics.COPY_CHARS for r in runs) / len(runs) if runs else 0.0
+        res.style_similarity = metrics.style_similarity(answers, held_out)
+
+    key = candidate_key(idents["candidate"])
+    examples = {r["id"]: r.get("source_file", "") for r in train_rows + rows if "id" in r}
+    if cache_dir:
+        atomic_write_json(Path(cache_dir) / key / EXAMPLES, examples)
+    timings["total_s"] = time.perf_counter() - t_start
+    return EvaluationReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), candidate_key=key, eval_examples=len(rows),
+        eval_tokens=n, eval_sha256=sha256_file(eval_path), max_seq_length=max_len, sampling=sampling.as_dict(),
+        probe_prompts=prompts, models=results, fidelity=fidelity, round_trip=round_trip,
+        loss_curve=_loss_curve(adapter_dir), data_changes=_data_changes(cache_dir, idents.get("live"), examples),
+        timings={k: round(v, 2) for k, v in timings.items()})

@@ -1,0 +1,155 @@
+"""The deploy gate: pure rules over an EvaluationReport, and the decisions kept under evaluation_dir.
+
+A candidate is deployed only if every rule holds:
+
+1. **faithful**: the served file's mean KLD against the trained model is within the bound for its
+   quantization (``FORGE_GATE_KLD_BOUNDS``);
+2. **template round trip**: every eval prompt tokenizes identically through the GGUF's embedded template and
+   the training template, and the trained end-of-turn token ends generation in llama.cpp;
+3. **no more broken answers**: probe answers that loop or invent turns are no more than the live model's
+   (the base's for the first model) plus ``FORGE_GATE_PROBE_TOLERANCE``;
+4. **little regurgitation**: the share of probe answers copying >= 50 characters of a training answer is at
+   most ``FORGE_GATE_MAX_REGURGITATION_SHARE``;
+5. **no worse**: eval loss at most the live model's times (1 + ``FORGE_GATE_LOSS_TOLERANCE``); the first
+   model (no live one) must beat the base's eval loss.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from forge_pipeline.config import ForgeSettings
+from forge_pipeline.evaluation.report import EvaluationReport, GateDecision
+from forge_pipeline.files import atomic_write_json, atomic_write_text
+
+_DEFAULTS = {name: f.default for name, f in ForgeSettings.model_fields.items() if name.startswith("gate_")}
+
+
+class GateThresholds(BaseModel):
+    """The gate's thresholds; the defaults are ForgeSettings' (documented there, set as FORGE_GATE_*)."""
+
+    kld_bounds: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULTS["gate_kld_bounds"]))
+    loss_tolerance: float = _DEFAULTS["gate_loss_tolerance"]
+    probe_tolerance: int = _DEFAULTS["gate_probe_tolerance"]
+    max_regurgitation_share: float = _DEFAULTS["gate_max_regurgitation_share"]
+
+    @classmethod
+    def from_settings(cls, settings) -> GateThresholds:
+        return cls(kld_bounds=settings.gate_kld_bounds, loss_tolerance=settings.gate_loss_tolerance,
+                   probe_tolerance=settings.gate_probe_tolerance,
+                   max_regurgitation_share=settings.gate_max_regurgitation_share)
+
+    def kld_bound(self, quantization: str) -> float:
+        # An unknown storage type gets the loosest bound rather than an arbitrary one.
+        return self.kld_bounds.get(quantization, max(self.kld_bounds.values()))
+
+
+def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, against: str = "live") -> GateDecision:
+    """Deploy or not, with one sentence per failed rule. ``against="base"`` applies the first-model rule."""
+    t = thresholds or GateThresholds()
+    cand = report.candidate
+    ref = report.live if against == "live" and report.live is not None else report.base
+    ref_name = "live" if ref is report.live and ref is not None else "base"
+    failed, passed = [], []
+
+    fid = report.fidelity
+    if fid is None:
+        failed.append("Fidelity was not measured, so the served file cannot be shown to match the trained model.")
+    else:
+        bound = t.kld_bound(fid.quantization)
+        if fid.kld_mean <= bound:
+            passed.append(f"faithful: KLD {fid.kld_mean:.4f} <= {bound} ({fid.quantization})")
+        else:
+            failed.append(f"The served {fid.quantization} file is not faithful to the trained model: mean KLD "
+                          f"{fid.kld_mean:.4f} exceeds the {bound} bound (top-1 agreement {fid.top1_agreement:.1%}).")
+
+    rt = report.round_trip
+    if rt.ok:
+        passed.append(f"template round trip exact on {rt.conversations} conversations")
+    else:
+        failed.append("The chat template does not round-trip: " + "; ".join(rt.problems or ["prompt tokens differ"]) + ".")
+
+    if ref is None or not ref.probes:
+        failed.append("No reference model answered the probes, so looping and invented turns cannot be compared.")
+    elif cand.flagged <= ref.flagged + t.probe_tolerance:
+        passed.append(f"probes: {cand.flagged} looping/invented vs {ref.flagged} for {ref_name}")
+    else:
+        failed.append(f"The candidate loops or invents turns in {cand.flagged} of {len(cand.probes)} probe answers, "
+                      f"more than the {ref_name} model's {ref.flagged}.")
+
+    if cand.regurgitation_share <= t.max_regurgitation_share:
+        passed.append(f"regurgitation {cand.regurgitation_share:.0%} <= {t.max_regurgitation_share:.0%}")
+    else:
+        failed.append(f"{cand.regurgitation_share:.0%} of probe answers copy 50+ characters verbatim from the "
+                      f"training data (limit {t.max_regurgitation_share:.0%}; longest {cand.regurgitation_max_chars}).")
+
+    c_loss, r_loss = cand.eval_loss, ref.eval_loss if ref is not None else None
+    if c_loss is None or r_loss is None:
+        failed.append(f"Eval loss is missing for the {'candidate' if c_loss is None else ref_name} model.")
+    elif ref_name == "live":
+        limit = r_loss * (1 + t.loss_tolerance)
+        if c_loss <= limit:
+            passed.append(f"eval loss {c_loss:.4f} vs live {r_loss:.4f} (limit {limit:.4f})")
+        else:
+            failed.append(f"Eval loss {c_loss:.4f} is worse than the live model's {r_loss:.4f} beyond the "
+                          f"{t.loss_tolerance:.0%} tolerance.")
+    elif c_loss < r_loss:
+        passed.append(f"eval loss {c_loss:.4f} beats the base's {r_loss:.4f}")
+    else:
+        failed.append(f"Eval loss {c_loss:.4f} does not beat the base model's {r_loss:.4f}, which the first "
+                      f"deployed model must.")
+
+    return GateDecision(deploy=not failed, reasons=failed, passed=passed, against=ref_name,
+                        candidate_key=report.candidate_key,
+                        decided_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+# ---- persistence ------------------------------------------------------------------------------------------
+
+REPORT, DECISION, MARKDOWN, LATEST = "report.json", "decision.json", "report.md", "latest.json"
+
+
+def save_evaluation(evaluation_dir: Path, report: EvaluationReport, decision: GateDecision,
+                    markdown: str | None = None) -> Path:
+    """Write evaluation_dir/<candidate_key>/{report.json, decision.json, report.md} and point latest.json at
+    it, each atomically, so a restart (or a crash mid-write) finds either the old decision or the new one."""
+    folder = Path(evaluation_dir) / report.candidate_key
+    atomic_write_json(folder / REPORT, report.model_dump(mode="json"))
+    if markdown is not None:
+        atomic_write_text(folder / MARKDOWN, markdown)
+    atomic_write_json(folder / DECISION, decision.model_dump(mode="json"))
+    atomic_write_json(Path(evaluation_dir) / LATEST, {"candidate_key": report.candidate_key})
+    return folder
+
+
+def load_decision(evaluation_dir: Path, candidate_key: str) -> GateDecision | None:
+    path = Path(evaluation_dir) / candidate_key / DECISION
+    return GateDecision.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def load_report(evaluation_dir: Path, candidate_key: str) -> EvaluationReport | None:
+    path = Path(evaluation_dir) / candidate_key / REPORT
+    return EvaluationReport.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def latest_key(evaluation_dir: Path) -> str | None:
+    path = Path(evaluation_dir) / LATEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["candidate_key"]
+    except (ValueError, KeyError):
+        return None
+
+
+def history(evaluation_dir: Path) -> list[tuple[EvaluationReport, GateDecision]]:
+    """Every stored evaluation with its decision, oldest first."""
+    out = []
+    for d in Path(evaluation_dir).glob(f"*/{DECISION}"):
+        report = load_report(evaluation_dir, d.parent.name)
+        if report is not None:
+            out.append((report, GateDecision.model_validate_json(d.read_text())))
+    return sorted(out, key=lambda rd: rd[0].created)

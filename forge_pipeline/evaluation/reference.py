@@ -1,0 +1,79 @@
+"""The trained model in Hugging Face form (base + LoRA adapter, unmerged, full precision): the reference the
+served file is compared with, and the training tokenizer that defines the eval tokens."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def training_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int]]:
+    """(ids of the whole conversation, index of the first answer token) per eval conversation, through the
+    training tokenizer and template, truncated to max_len as training truncates; conversations with no
+    answer token left are skipped."""
+    seqs = []
+    for row in rows:
+        msgs = row["messages"]
+        prompt = list(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False))
+        full = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=False))
+        if full[:len(prompt)] != prompt or len(prompt) >= min(len(full), max_len):
+            continue
+        seqs.append((full[:max_len], len(prompt)))
+    return seqs
+
+
+class ReferenceModel:
+    """Loads lazily: the tokenizer is cheap and needed first; the weights only for the fidelity pass."""
+
+    def __init__(self, adapter_dir: Path):
+        from transformers import AutoTokenizer
+
+        self.adapter_dir = Path(adapter_dir)
+        if not (self.adapter_dir / "adapter_config.json").exists():
+            raise FileNotFoundError(f"{self.adapter_dir}: no trained adapter (adapter_config.json) to evaluate")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.adapter_dir))
+        template = self.adapter_dir / "chat_template.jinja"
+        if not self.tokenizer.chat_template and template.exists():
+            self.tokenizer.chat_template = template.read_text(encoding="utf-8")
+        self.model = None
+        self.device = "cpu"
+
+    def base_path(self) -> str:
+        from forge_pipeline.training.manifest import AdapterManifest
+
+        manifest = AdapterManifest.read_if_exists(self.adapter_dir)
+        if manifest is not None:  # stored relative to FORGE_HOME: resolved here
+            return manifest.base_model_path()
+        return json.loads((self.adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+    def load(self) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # float32 on the CPU (the precision the CPU default trains in); bfloat16 on a GPU, where an 8B in
+        # float32 would not fit beside the served file.
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        base = AutoModelForCausalLM.from_pretrained(self.base_path(), dtype=dtype, device_map={"": self.device})
+        if getattr(base, "is_quantized", False):
+            base = base.dequantize().to(dtype)
+        self.model = PeftModel.from_pretrained(base, str(self.adapter_dir)).eval()
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self.model(torch.tensor([ids], device=self.device)).logits[0]
+        return out.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass

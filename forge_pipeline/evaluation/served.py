@@ -1,0 +1,151 @@
+"""A model as serving runs it: a GGUF, optionally with a LoRA adapter GGUF on top, in llama-cpp-python.
+
+Everything measured on a served model goes through here: the logits of given token ids (loss, KLD), the
+embedded chat template rendered and tokenized the way llama-cpp-python's chat handler does (the template
+round trip), which tokens end generation, and probe answers through ``create_chat_completion``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forge_pipeline.files import atomic_write_json, sha256_file
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What serving loads: a full GGUF, or a base GGUF plus a LoRA adapter GGUF."""
+
+    gguf: Path
+    lora: Path | None = None
+
+    def describe(self) -> str:
+        return f"{Path(self.gguf).name} + {Path(self.lora).name}" if self.lora else Path(self.gguf).name
+
+
+@dataclass
+class Sampling:
+    """How probe prompts are answered: serving's defaults (bench/quality.py measured these; serving/settings.py
+    holds the same values)."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    repeat_penalty: float = 1.1
+    max_tokens: int = 256
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ProbeAnswer:
+    prompt: str
+    text: str
+    finish_reason: str | None
+    completion_tokens: int
+    flags: dict = field(default_factory=dict)  # loop / invented_turn / empty / cut -> reason
+
+
+def file_identity(path: Path, cache_file: Path | None = None) -> str:
+    """sha256 of a model file, remembered by (path, size, mtime) so a 5 GB GGUF is hashed once."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    cache = {}
+    if cache_file is not None and Path(cache_file).exists():
+        try:
+            cache = json.loads(Path(cache_file).read_text())
+        except ValueError:
+            cache = {}
+    if key not in cache:
+        cache[key] = sha256_file(path)
+        if cache_file is not None:
+            atomic_write_json(Path(cache_file), cache)
+    return cache[key]
+
+
+class LoadedModel:
+    """One llama.cpp instance of a ServedModel (use as a context manager; it frees native memory on exit)."""
+
+    def __init__(self, model: ServedModel, n_ctx: int, n_threads: int | None = None, fallback_template: str | None = None):
+        from llama_cpp import Llama
+
+        for p in (model.gguf, model.lora):
+            if p is not None and not Path(p).is_file():
+                raise FileNotFoundError(f"{p}: model file not found")
+        self.model = model
+        # logits_all keeps every position's logits (loss, KLD); n_batch bounds llama.cpp's own logits
+        # buffer (n_batch x vocab floats: 256 MB for Gemma's 262k vocabulary at 256).
+        self.llm = Llama(str(model.gguf), lora_path=str(model.lora) if model.lora else None, n_ctx=n_ctx,
+                         n_batch=min(n_ctx, 256), logits_all=True, verbose=False, n_threads=n_threads)
+        self.template = self.llm.metadata.get("tokenizer.chat_template")
+        vocab = self.llm._model.vocab
+        import llama_cpp
+
+        self._is_eog = lambda t: bool(llama_cpp.llama_vocab_is_eog(vocab, int(t)))
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self.eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
+        self.bos_text = self.llm._model.token_get_text(bos) if bos != -1 else ""
+        self.used_template = self.template or fallback_template
+        if not self.template and fallback_template:
+            # A base GGUF without a template answers in the candidate's format, so probes compare like for like.
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self.llm.chat_handler = Jinja2ChatFormatter(fallback_template, self.eos_text, self.bos_text,
+                                                        stop_token_ids=[eos]).to_chat_handler()
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.llm.close()
+
+    @property
+    def n_vocab(self) -> int:
+        return self.llm.n_vocab()
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """[len(ids), vocab] logits of each position (a fresh context each time)."""
+        self.llm.reset()  # eval() then drops the whole KV cache from position 0
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[:len(ids)], dtype=np.float32)
+
+    def is_eog(self, token_id: int) -> bool:
+        return self._is_eog(token_id)
+
+    def template_prompt_ids(self, messages: list[dict]) -> list[int] | None:
+        """The prompt tokens serving would feed for ``messages`` (embedded template, special tokens parsed),
+        or None when the GGUF has no template."""
+        if not self.template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        rendered = Jinja2ChatFormatter(self.template, self.eos_text, self.bos_text)(messages=messages).prompt
+        return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+
+    def answer(self, prompt: str, sampling: Sampling, stop: list[str] | None = None) -> ProbeAnswer:
+        self.llm.reset()
+        out = self.llm.create_chat_completion(
+            messages=[{"role": "user", "content": prompt}], temperature=sampling.temperature, top_p=sampling.top_p,
+            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, seed=sampling.seed, stop=stop)
+        choice = out["choices"][0]
+        return ProbeAnswer(prompt, choice["message"].get("content") or "", choice.get("finish_reason"),
+                           int(out["usage"]["completion_tokens"]))
+
+
+def gguf_quantization(path: Path) -> str:
+    """The quantization a GGUF's weights are stored in (general.file_type), as forge names it."""
+    from gguf import GGUFReader, LlamaFileType
+
+    field_ = GGUFReader(str(path)).fields.get("general.file_type")
+    if field_ is None:
+        return "unknown"
+    name = LlamaFileType(int(field_.contents())).name  # e.g. MOSTLY_Q4_K_M, MOSTLY_F16, ALL_F32
+    return name.replace("MOSTLY_", "").replace("ALL_", "").lower()
