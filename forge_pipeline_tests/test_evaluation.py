@@ -1,0 +1,144 @@
+"""The quality loop's metrics, gate rules and persistence, each checked by an independent method."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from forge_pipeline.evaluation import metrics
+from forge_pipeline.evaluation.gate import GateThresholds, decide, latest_key, load_decision, save_evaluation
+from forge_pipeline.evaluation.nightly import headline, markdown
+from forge_pipeline.evaluation.probes import DEFAULT_PROBES, ProbeFileError, load_probes
+from forge_pipeline.evaluation.report import EvaluationReport, Fidelity, ModelResult, ProbeResult, RoundTrip
+
+README_LOOP = "I learned that I am not the only one who feels like I am not good enough. " * 6
+
+
+def test_the_readme_loop_and_invented_turns_are_caught():
+    assert metrics.loop_reason(README_LOOP)
+    fine = ("Looking back, the week was about rest. I noticed that running in the morning made the meetings "
+            "easier, and that I postponed the hard conversation again. Next time I will book it first.")
+    assert metrics.loop_reason(fine) is None
+    assert metrics.invented_turn("Sure, rest more.\n### Manager: why?") == "### Manager:"
+    assert metrics.invented_turn("Rest more.\n\n### User:\nand then") == "### User:"
+    assert metrics.invented_turn("ok<start_of_turn>user") == "<start_of_turn>"
+    assert metrics.invented_turn("I told my manager: not this week.") is None
+    assert metrics.loop_reason("") is None  # empty is counted as empty, not as a loop
+
+
+def test_longest_copied_run_matches_brute_force():
+    rnd = random.Random(0)
+    for _ in range(40):
+        corpus = "".join(rnd.choice("ab c") for _ in range(rnd.randint(0, 60)))
+        answer = "".join(rnd.choice("abc ") for _ in range(rnd.randint(0, 25)))
+        a, t = metrics._normalize(answer), metrics._normalize(corpus)
+        brute = max([j - i for i in range(len(a)) for j in range(i + 1, len(a) + 1) if a[i:j] in t], default=0)
+        assert metrics.longest_copied_run(answer, corpus) == brute
+    longest, share = metrics.regurgitation(["x" * 10 + "the exact sentence from my journal, copied word for word",
+                                            "nothing shared"], ["the exact sentence from my journal, copied word for word!"])
+    assert longest == len("the exact sentence from my journal, copied word for word") and share == 0.5
+
+
+def test_kl_and_top1_agree_with_torch():
+    import torch
+
+    rng = np.random.default_rng(0)
+    ref, model = rng.normal(size=(7, 50)).astype(np.float32), rng.normal(size=(7, 50)).astype(np.float32)
+    kl, agree = metrics.kl_and_top1(ref, model, chunk=3)
+    expected = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(model), -1), torch.log_softmax(torch.tensor(ref), -1),
+                                          log_target=True, reduction="none").sum(-1).numpy()
+    np.testing.assert_allclose(kl, expected, rtol=1e-4, atol=1e-6)
+    assert list(agree) == list(ref.argmax(-1) == model.argmax(-1))
+    assert np.allclose(metrics.kl_and_top1(ref, ref)[0], 0, atol=1e-9)
+    # a padded vocabulary (extra rows) is left out
+    assert np.allclose(metrics.kl_and_top1(ref, np.concatenate([ref, np.zeros((7, 5), np.float32)], 1))[0], 0, atol=1e-9)
+
+
+def test_probe_file_overrides_the_defaults(tmp_path):
+    assert load_probes(None) == list(DEFAULT_PROBES)
+    (tmp_path / "p.json").write_text(json.dumps(["How was my day?", " "]))
+    assert load_probes(tmp_path / "p.json") == ["How was my day?"]
+    (tmp_path / "p.txt").write_text("one\n\ntwo\n")
+    assert load_probes(tmp_path / "p.txt") == ["one", "two"]
+    (tmp_path / "bad.json").write_text("[1, 2")
+    with pytest.raises(ProbeFileError, match="bad.json"):
+        load_probes(tmp_path / "bad.json")
+    with pytest.raises(ProbeFileError, match="not found"):
+        load_probes(tmp_path / "missing.txt")
+
+
+def _probe(text="A calm, finished answer.", **flags) -> ProbeResult:
+    return ProbeResult(prompt="p", text=text, **flags)
+
+
+def make_report(cand_loss=2.0, live_loss: float | None = 2.1, base_loss=3.0, kld=0.001, quant="f16", rt_ok=True,
+                cand_flags=0, live_flags=1, regurgitation=0.0) -> EvaluationReport:
+    def model(role, loss, flagged):
+        probes = [_probe(loop="repeats") if i < flagged else _probe() for i in range(4)]
+        return ModelResult(role=role, gguf=f"{role}.gguf", eval_loss=loss, probes=probes)
+
+    models = {"candidate": model("candidate", cand_loss, cand_flags), "base": model("base", base_loss, 2)}
+    models["candidate"].regurgitation_share = regurgitation
+    if live_loss is not None:
+        models["live"] = model("live", live_loss, live_flags)
+    return EvaluationReport(created="2026-11-25T03:00:00Z", candidate_key="k1", eval_examples=4, eval_tokens=100,
+                            max_seq_length=256, sampling={}, probe_prompts=["p"] * 4, models=models,
+                            fidelity=Fidelity(kld_mean=kld, kld_p99=kld, top1_agreement=0.99, positions=100, quantization=quant),
+                            round_trip=RoundTrip(ok=rt_ok, conversations=4, problems=[] if rt_ok else ["prompt tokens differ"]),
+                            loss_curve=[(0, 3.0), (12, 2.4), (24, 2.0)])
+
+
+def test_a_good_candidate_passes_every_rule():
+    d = decide(make_report())
+    assert d.deploy and d.reasons == [] and len(d.passed) == 5 and d.against == "live"
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(kld=0.2), "not faithful"),
+    (dict(kld=0.2, quant="q4_k_m"), "not faithful"),
+    (dict(rt_ok=False), "round-trip"),
+    (dict(cand_flags=3), "loops or invents turns in 3 of 4"),
+    (dict(regurgitation=0.5), "verbatim"),
+    (dict(cand_loss=2.2), "worse than the live model's"),
+])
+def test_each_rule_refuses_with_one_sentence(change, words):
+    d = decide(make_report(**change))
+    assert not d.deploy and len(d.reasons) == 1 and words in d.reasons[0]
+
+
+def test_quantization_sets_the_kld_bound():
+    assert decide(make_report(kld=0.08, quant="q4_k_m")).deploy  # within q4_k_m's bound
+    assert not decide(make_report(kld=0.08, quant="f16")).deploy
+    assert decide(make_report(kld=0.08, quant="f16"), GateThresholds(kld_bounds={"f16": 0.1})).deploy
+
+
+def test_first_model_must_beat_the_base():
+    assert decide(make_report(live_loss=None, cand_loss=2.9)).deploy
+    d = decide(make_report(live_loss=None, cand_loss=3.0))
+    assert not d.deploy and d.against == "base" and "does not beat the base" in d.reasons[0]
+    assert decide(make_report(cand_loss=2.0, live_loss=1.0), against="base").deploy  # --against base
+
+
+def test_decisions_survive_a_restart(tmp_path):
+    report, decision = make_report(cand_loss=2.5), None
+    decision = decide(report)
+    folder = save_evaluation(tmp_path, report, decision, markdown(report, decision, tmp_path))
+    assert (folder / "report.md").read_text().startswith("# Nightly evaluation")
+    code = ("import sys; from forge_pipeline.evaluation.gate import load_decision, latest_key, load_report; "
+            "k = latest_key(sys.argv[1]); d = load_decision(sys.argv[1], k); r = load_report(sys.argv[1], k); "
+            "print(k, d.deploy, d.reasons[0], r.candidate.eval_loss)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert out.split()[:3] == ["k1", "False", "Eval"] and out.strip().endswith("2.5")
+    assert latest_key(tmp_path) == "k1" and load_decision(tmp_path, "k1") == decision
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_headline_numbers_are_typed_and_rounded():
+    h = headline(make_report(), decide(make_report()))
+    assert h["deploy"] is True and h["eval_loss_candidate"] == 2.0 and h["improvement_vs_live_pct"] == 4.76
+    assert h["improvement_vs_base_pct"] == 33.33 and isinstance(h["loop_rate"], float)
+    assert all(not isinstance(v, str) for v in h.values())  # numbers only: no vault text in metadata
