@@ -63,6 +63,9 @@ class ParsedNote:
     heading_tags: list[list[str]] = field(default_factory=list)  # tags written on each heading, same index
 
 
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", _NoAliasLoader)
+
+
 def split_frontmatter(text: str) -> tuple[str | None, str]:
     """(YAML source or None, body). Only a '---' on the very first line opens frontmatter."""
     if not text.startswith("---"):
@@ -81,8 +84,11 @@ def parse_frontmatter(source: str | None) -> dict:
         return {}
     if len(source) > MAX_FRONTMATTER_CHARS:
         raise FrontmatterError(f"frontmatter is {len(source)} characters, over the {MAX_FRONTMATTER_CHARS} read")
+    # libyaml's loader is ~10x faster (frontmatter was 15% of extraction time) but cannot be taught to
+    # refuse aliases; without '*' no alias can occur, so only the rest goes through the Python loader.
+    loader = _FAST_SAFE_LOADER if "*" not in source else _NoAliasLoader
     try:
-        data = yaml.load(source, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(source, Loader=loader)  # noqa: S506 - both are safe loaders
     except RecursionError:
         raise FrontmatterError("frontmatter is nested too deeply to read") from None
     except yaml.YAMLError as e:
