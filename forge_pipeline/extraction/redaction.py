@@ -43,6 +43,9 @@ PIECE, OVERLAP = 2048, 320  # no e-mail, IBAN, card, key or URL credential we lo
 # Within a pass, overlapping findings merge and the higher-ranked placeholder names them.
 RANK = {"API_KEY": 9, "SECRET": 8, "CREDENTIALS": 7, "TOKEN": 6, "IBAN": 5, "CARD": 5, "NATIONAL_ID": 4,
         "EMAIL": 3, "CRYPTO": 3, "IP": 2, "PHONE": 1}
+# Fewest digits each recognizer's pattern needs: counting digits once skips most gates on ordinary prose.
+MIN_DIGITS = {"IbanRecognizer": 8, "CreditCardRecognizer": 12, "UsSsnRecognizer": 9, "UkNinoRecognizer": 6,
+              "IpRecognizer": 1, "CryptoRecognizer": 1}
 PRESIDIO_LABELS = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CARD", "IBAN_CODE": "IBAN",
                    "IP_ADDRESS": "IP", "CRYPTO": "CRYPTO", "US_SSN": "NATIONAL_ID", "UK_NINO": "NATIONAL_ID"}
 PRESIDIO_MIN_SCORE = 0.4  # Presidio's "very weak" patterns (any 9 digits as an SSN) score 0.05
@@ -65,17 +68,18 @@ ENTROPY_CANDIDATE_RE = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
 ENTROPY_LIMIT = 4.2  # random base64, 40 chars: ~5.0; long words, paths, hyphenated dates: < 3.9 (tested)
 # Cheap gates: a detector runs only on text holding what it could match (the phone matcher costs ~120 us per
 # region on a sentence; most reflections hold no candidate at all). A gate only skips work: it never decides.
-SECRET_LINE_GATE_RE = re.compile(r"(?i)\S{16,}|pass|pwd|secret|key|token|auth|://|contrase")
+SECRET_KEYWORDS = ("pass", "pwd", "secret", "key", "token", "auth", "://", "contrase", "-----begin")
 PHONE_GATE_RE = re.compile(r"[+(]?\d(?:[ \t().\-/]{0,3}\d){6,}")  # 7+ digits written as a phone number could be
 ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")  # ... unless the run is only a date
 GATES = {
     "IbanRecognizer": re.compile(r"(?i)[a-z]{2}\d{2}"),
     "CreditCardRecognizer": re.compile(r"\d(?:[ -]?\d){11}"),
     "UsSsnRecognizer": re.compile(r"\d{3}[- .]?\d{2}[- .]?\d{4}"),
-    "UkNinoRecognizer": re.compile(r"(?i)[a-z]{2} ?\d{2} ?\d{2} ?\d{2}"),
+    "UkNinoRecognizer": re.compile(r"(?i)[a-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[a-d]\b"),
     "IpRecognizer": re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:"),
     "CryptoRecognizer": re.compile(r"[A-Za-z0-9]{25,}"),
 }
+DIGIT_RE = re.compile(r"\d")
 PLACEHOLDER_RE = re.compile(r"\[[A-Z_]+\]")
 # Presidio's e-mail pattern with the local part bounded to 64 characters (RFC 5321); unbounded, it
 # backtracks quadratically on "a.a.a..." (32 KB took 4.8 s).
@@ -202,7 +206,8 @@ class Redactor:
         out = [Finding(m.start(1), m.end(1), "TOKEN") for m in URL_QUERY_TOKEN_RE.finditer(text)]
         line_start = 0
         for line in text.split("\n"):
-            if SECRET_LINE_GATE_RE.search(line):
+            lower = line.lower()
+            if any(k in lower for k in SECRET_KEYWORDS) or any(len(w) >= 16 for w in line.split()):
                 for offset, piece in pieces(line):
                     out += self._plugin_findings(piece, line_start + offset)
             line_start += len(line) + 1
@@ -243,19 +248,26 @@ class Redactor:
                     at = line.find(value, at + len(value))
         return out
 
-    def _gated(self, text: str) -> list:
+    def _gated(self, text: str, digits: int) -> list:
         out = [self.email] if "@" in text else []
-        return out + [r for r in self.numeric if r is not self.phone and GATES[type(r).__name__].search(text)]
+        for r in self.numeric:
+            name = type(r).__name__
+            if digits < MIN_DIGITS[name] or (name == "IpRecognizer" and ":" not in text and text.count(".") < 3):
+                continue
+            if GATES[name].search(text):
+                out.append(r)
+        return out
 
     def personal_data(self, text: str) -> list[Finding]:
-        recognizers = self._gated(text)
+        digits = len(DIGIT_RE.findall(text))
+        recognizers = self._gated(text, digits)
         out = []
         for offset, piece in (pieces(text) if recognizers else ()):
             for r in recognizers:
                 out += self._analyze(r, piece, offset)
         # The phone matcher reads only the runs of digits that could be a number (plus a character either
         # side), not the prose around them: 10-50x less work on a typical note.
-        for m in PHONE_GATE_RE.finditer(text):
+        for m in PHONE_GATE_RE.finditer(text) if digits >= 7 else ():
             if not ISO_DATE_RE.fullmatch(m.group(0)):
                 start = max(0, m.start() - 1)
                 for offset, piece in pieces(text[start:m.end() + 1], size=256, overlap=48):
