@@ -129,7 +129,9 @@ def test_whole_note_extraction_is_linear(forge_home, name):
 def test_a_note_over_its_time_budget_is_a_warning(forge_home, make_vault):
     slow = "\n\n".join(f"I think paragraph {i} is one of very many in this long note." for i in range(12_000))
     vault = make_vault({"slow.md": slow, "good.md": GOOD})
-    rows, stats = extract(vault, note_time_budget_s=0.05)
+    from forge_pipeline.extraction.redaction import redact
+    redact("loads the detectors before the budget applies")
+    rows, stats = extract(vault, note_time_budget_s=0.2)
     problems = {w["file"]: w["problem"] for w in stats["warnings"]}
     assert "time budget" in problems["slow.md"]
     assert {r["source_file"] for r in rows} == {"good.md"}
@@ -247,3 +249,24 @@ def test_vault_is_untouched(make_vault, forge_home):
     extract(vault)
     assert tree_digest(vault) == before
     assert Path(vault / "good.md").read_text() == GOOD
+
+
+def test_the_time_budget_interrupts_one_long_call(forge_home, monkeypatch):
+    import forge_pipeline.extraction.note as note_mod
+
+    real = note_mod.redact
+
+    def slow_redact(text, *a, **k):  # one call that never returns in time (like 1 MB of digits: 50 s)
+        if "stuck" in text:
+            end = time.perf_counter() + 5
+            while time.perf_counter() < end:  # burns CPU, as a pathological pattern does
+                pass
+        return real(text, *a, **k)
+
+    monkeypatch.setattr(note_mod, "redact", slow_redact)
+    opts = note_mod.options_from_settings(load_config(note_time_budget_s=0.5))
+    t = time.perf_counter()
+    result = note_mod.extract_note("x.md", b"I think this reflection gets stuck in the redactor.\n", opts)
+    assert time.perf_counter() - t < 2 and "time budget" in result.skipped and result.examples == []
+    # and the timer is gone afterwards
+    assert note_mod.extract_note("y.md", GOOD.encode(), opts).examples
