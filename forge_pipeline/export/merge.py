@@ -13,9 +13,11 @@ class ExportError(RuntimeError):
 
 
 def adapter_base_path(adapter_dir: Path) -> str:
-    manifest = Path(adapter_dir) / "manifest.json"
-    if manifest.exists():
-        return json.loads(manifest.read_text())["base_model"]["path"]
+    from forge_pipeline.training.manifest import AdapterManifest
+
+    manifest = AdapterManifest.read_if_exists(adapter_dir)
+    if manifest is not None:  # stored relative to FORGE_HOME: resolved here
+        return manifest.base_model_path()
     cfg = Path(adapter_dir) / "adapter_config.json"
     if cfg.exists():
         return json.loads(cfg.read_text())["base_model_name_or_path"]

@@ -37,6 +37,7 @@ from forge_pipeline.export.manifest import (
     to_stored,
 )
 from forge_pipeline.export.merge import ExportError, adapter_base_path, merge_only
+from forge_pipeline.export.modelfile import write_modelfile
 from forge_pipeline.export.retention import (
     DEFAULT_KEEP,
     PruneReport,
@@ -47,6 +48,7 @@ from forge_pipeline.export.retention import (
 )
 from forge_pipeline.export.validate import PARITY_TOLERANCE, degeneracy, eval_sequences, hf_perplexity, parity_ok
 from forge_pipeline.files import read_jsonl, sha256_file, sha256_text
+from forge_pipeline.training.manifest import AdapterManifest, AdapterManifestError
 
 ADAPTER_STAGES = ("base", "adapter", "validate")
 MERGED_STAGES = ("merge", "convert", "quantize", "validate")
@@ -90,25 +92,21 @@ class AdapterInfo:
     base_eval_loss: float | None = None
 
 
-def adapter_info(adapter_dir: Path) -> AdapterInfo:
+def adapter_info(adapter_dir: Path, home: Path | None = None) -> AdapterInfo:
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise ExportError(f"{adapter_dir}: no trained adapter here; run `forge train` first")
-    manifest = adapter_dir / "manifest.json"
-    if not manifest.exists():  # an adapter trained elsewhere: identify it by its weights and its base's path
+    try:
+        m = AdapterManifest.read_if_exists(adapter_dir)
+    except AdapterManifestError as e:
+        raise ExportError(str(e)) from e
+    if m is None:  # an adapter trained elsewhere: identify it by its weights and its base's path
         base_path = adapter_base_path(adapter_dir)
         return AdapterInfo(sha256_file(adapter_dir / "adapter_model.safetensors"), base_path, base_path,
                            "path:" + base_path)
-    try:
-        m = json.loads(manifest.read_text(encoding="utf-8"))
-        base, data, metrics = m["base_model"], m.get("data", {}), m.get("metrics", {})
-        return AdapterInfo(
-            m["fingerprint"], base.get("name"), base["path"], base.get("fingerprint") or "path:" + base["path"],
-            data.get("train_sha256"), data.get("eval_sha256"),
-            sha256_text(json.dumps(m.get("hyperparameters", {}), sort_keys=True)),
-            metrics.get("eval_loss"), metrics.get("base_eval_loss"))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ExportError(f"{manifest}: not a readable adapter manifest ({type(e).__name__}: {e})") from e
+    return AdapterInfo(m.fingerprint, m.base_model.name, m.base_model_path(home), m.base_model.fingerprint,
+                       m.data.train_sha256, m.data.eval_sha256,
+                       sha256_text(json.dumps(m.hyperparameters, sort_keys=True)), m.eval_loss, m.base_eval_loss)
 
 
 def forge_version() -> str:
@@ -175,21 +173,22 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
                  log: Callable[[str], None] = print, on_stage: Callable[[str], None] | None = None, *,
                  merged: bool = False, home=None, base_models_dir=None, serving_dir=None,
                  keep_versions: int = DEFAULT_KEEP, protected: Iterable[Path] = (),
-                 validate: bool = True) -> ExportReport:
+                 validate: bool = True, system_prompt: str | None = None) -> ExportReport:
     """Export the adapter at ``adapter_dir`` into ``models_dir``/<version>/.
 
     quant: the GGUF type of the merged file, or of the base an adapter applies to; None chooses it from the
     base model (default_quantization). home / base_models_dir / serving_dir default to the FORGE_HOME layout
     around models_dir (its parent, parent/base_models, parent/serving). on_stage hears each of
     export_stages(merged) as it begins (the CLI's progress bar). After the export, versions beyond the newest
-    ``keep_versions`` are pruned, never one serving uses or one in ``protected``.
+    ``keep_versions`` are pruned, never one serving uses or one in ``protected``. system_prompt: written as
+    SYSTEM into the merged export's Ollama Modelfile (the prompt the examples were trained with).
     """
     adapter_dir, models_dir = Path(adapter_dir), Path(models_dir)
     home = Path(home) if home else models_dir.parent
     base_models_dir = Path(base_models_dir) if base_models_dir else home / "base_models"
     serving_dir = Path(serving_dir) if serving_dir else home / "serving"
     stage = on_stage or (lambda name: None)
-    info = adapter_info(adapter_dir)
+    info = adapter_info(adapter_dir, home)
     quant = quant or default_quantization(info.base_name)
     if quant not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quant!r}; choose one of {sorted(QUANTIZATIONS)}")
@@ -224,8 +223,11 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
                       base_model=info.base_name, forge_version=forge_version())
     try:
         if merged:
-            final, validation, base_ref = _export_merged(adapter_dir, models_dir, out_dir, version, name, quant,
+            final, validation, base_ref = _export_merged(adapter_dir, info, models_dir, out_dir, version, name, quant,
                                                          eval_rows, tolerances, work_dir, keep_merged, step, validate)
+            modelfile = write_modelfile(final, system_prompt)
+            validation["modelfile"] = {"family": modelfile.family, "template_written": modelfile.template_written,
+                                       "stops": modelfile.stops, "problem": modelfile.problem}
         else:
             final, validation, base_ref = _export_adapter(adapter_dir, info, out_dir, name, quant, eval_rows,
                                                           tolerances, lineage, base_models_dir, home, step, log,
@@ -238,7 +240,7 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
                                          eval_loss=info.eval_loss, base_eval_loss=info.base_eval_loss,
                                          base_model=info.base_name),
             lineage=lineage, validation=validation, timings=timings,
-            parity_tolerances=tolerances or PARITY_TOLERANCE,
+            parity_tolerances=tolerances or PARITY_TOLERANCE, modelfile="Modelfile" if merged else None,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         manifest.write(out_dir)
     except BaseException:
@@ -272,12 +274,12 @@ def _export_adapter(adapter_dir, info: AdapterInfo, out_dir: Path, name: str, qu
     return final, validation, base_ref
 
 
-def _export_merged(adapter_dir, models_dir: Path, out_dir: Path, version: str, name: str, quant: str, eval_rows,
+def _export_merged(adapter_dir, info: AdapterInfo, models_dir: Path, out_dir: Path, version: str, name: str, quant: str, eval_rows,
                    tolerances, work_dir, keep_merged: bool, step, validate: bool):
     work = Path(work_dir) if work_dir else models_dir / f".work-{version}"
     try:
         with step("merge"):
-            merged_dir = merge_only(adapter_dir, work / "merged")
+            merged_dir = merge_only(adapter_dir, work / "merged", base_model_path=info.base_path)
         with step("convert"):
             f16 = convert_to_gguf(merged_dir, work / f"{name}-f16.gguf", "f16")
         out_dir.mkdir(parents=True, exist_ok=True)
