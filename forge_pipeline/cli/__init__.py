@@ -8,7 +8,7 @@ import argparse
 import sys
 
 # Command-group modules, in the order their commands appear in `forge --help`.
-COMMAND_MODULES = ("data", "train", "export", "eval", "serving")
+COMMAND_MODULES = ("data", "train", "export", "models", "eval", "serving")
 
 
 def build_parser() -> argparse.ArgumentParser:
