@@ -116,6 +116,11 @@ class ForgeSettings(BaseSettings):
     timezone: Optional[str] = Field(None, description="IANA zone the cron is read in (FORGE_TIMEZONE); unset: the "
                                     "machine's local zone (see schedule_timezone).")
 
+    # Export and disk use (forge_pipeline/export)
+    keep_model_versions: int = Field(5, ge=1, description="Exported model versions kept under models/ after each "
+                                     "export (FORGE_KEEP_MODEL_VERSIONS); the live model and serving's rollback "
+                                     "target are kept beyond these. `forge models prune` applies it by hand.")
+
     # Evaluation and the deploy gate (forge_pipeline/evaluation; metric definitions in evaluation/metrics.py)
     evaluation_probes_path: Optional[Path] = Field(None, description="Probe prompts answered by base, live and "
                                                    "candidate each night: a JSON list of strings or one prompt per "
