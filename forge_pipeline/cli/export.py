@@ -17,7 +17,7 @@ def cmd_export(args) -> int:
     config = _config(args)
     adapter = Path(args.adapter) if args.adapter else config.adapter_dir
     stages = export_stages(args.merged)
-    keep = args.keep or getattr(config, "keep_model_versions", None) or 5
+    keep = args.keep or config.keep_model_versions
     with tqdm(total=len(stages), desc="export", unit="stage", file=sys.stderr) as bar:
         def on_stage(name: str) -> None:
             bar.update(stages.index(name) - bar.n)

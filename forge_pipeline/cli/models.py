@@ -7,7 +7,7 @@ from forge_pipeline.cli.common import print_json
 
 
 def _keep(args, config) -> int:
-    return args.keep or getattr(config, "keep_model_versions", None) or 5
+    return args.keep or config.keep_model_versions
 
 
 def _fmt(x, digits: int = 3) -> str:
