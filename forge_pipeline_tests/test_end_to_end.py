@@ -97,10 +97,9 @@ def launch_forge_job(url, base) -> str:
     from dagster_graphql import DagsterGraphQLClient
 
     client = DagsterGraphQLClient("127.0.0.1", port_number=int(url.rsplit(":", 1)[1]))
-    run_config = {"ops": {
-        "lora_adapter": {"config": {"base_model": str(base), "max_steps": 4, "batch_size": 4, "max_seq_length": 256,
-                                    "gradient_accumulation_steps": 1}},
-        "gguf_model": {"config": {"quantization": "f16"}}}}
+    run_config = {"training": {"base_model": str(base), "max_steps": 4, "batch_size": 4, "max_seq_length": 256,
+                               "gradient_accumulation_steps": 1},
+                  "export": {"quantization": "f16"}}
     run_id = client.submit_job_execution("forge_job", repository_location_name=LOCATION, repository_name=REPO,
                                          run_config=run_config)
     status = wait_for(lambda: (s := client.get_run_status(run_id).value) in ("SUCCESS", "FAILURE", "CANCELED") and s,

@@ -44,6 +44,27 @@ def test_sensor_requests_one_deploy_per_passing_model():
         assert [r.run_key for r in requests(instance, cursor)[0]] == ["a" * 64]
 
 
+@pytest.mark.parametrize("run_config, named", [
+    ({"training": {"learning_rate": -1}}, ["learning_rate", "-1"]),
+    ({"training": {"backend": "unslot"}}, ["backend", "unslot"]),
+    ({"export": {"quantization": "q4_k"}}, ["quantization", "q4_k"]),
+])
+def test_bad_launch_config_is_refused_before_any_run(forge_home, run_config, named):
+    """Issue 10 #1: a bad learning rate, backend or quantization fails the launch itself, naming the field and
+    the value; no run is made (before: found inside the trainer, or after a whole training run)."""
+    from dagster import DagsterError
+
+    from forge_pipeline.definitions import defs
+
+    job = defs().resolve_job_def("forge_job")
+    with DagsterInstance.ephemeral() as instance:
+        with pytest.raises(DagsterError) as refused:
+            job.execute_in_process(run_config=run_config, instance=instance)
+        message = str(refused.value) + str(getattr(refused.value, "errors", ""))
+        assert all(n in message for n in named), message
+        assert instance.get_runs() == []
+
+
 def test_sensor_says_why_it_skips():
     """A tick that requests nothing says why (a `return SkipReason` inside a generator was silently dropped)."""
     with DagsterInstance.ephemeral() as instance:

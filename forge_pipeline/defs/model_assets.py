@@ -1,45 +1,24 @@
 """The model half: curated_examples -> lora_adapter -> gguf_model. Both are GPU-bound (pool "gpu")."""
 import base64
-import json
 from pathlib import Path
-from typing import Optional
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from forge_pipeline.defs.data_assets import curated_examples
 from forge_pipeline.export.export import export_model
 from forge_pipeline.export.gguf import default_quantization
 from forge_pipeline.orchestration.concurrency import GPU_POOL
+from forge_pipeline.orchestration.launch_config import ExportRunConfig, TrainingRunConfig, plain
 from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
 from forge_pipeline.training.base_model import cuda_available
-from forge_pipeline.training.config import default_training_config
+from forge_pipeline.training.config import (
+    TrainingConfigError,
+    overrides_from_launchpad,
+    validate_overrides,
+)
+from forge_pipeline.training.manifest import AdapterManifest
 
 GROUP = "model"
-
-
-class TrainingRunConfig(Config):
-    """Launchpad overrides; anything left empty takes the device's default (GPU: the seed's; CPU: see README)."""
-
-    base_model: Optional[str] = None
-    backend: str = "auto"
-    lora_rank: Optional[int] = None
-    lora_alpha: Optional[int] = None
-    lora_dropout: Optional[float] = None
-    target_modules: Optional[list[str]] = None
-    learning_rate: Optional[float] = None
-    num_epochs: Optional[float] = None
-    batch_size: Optional[int] = None
-    gradient_accumulation_steps: Optional[int] = None
-    max_seq_length: Optional[int] = None
-    max_steps: Optional[int] = None
-    packing: Optional[bool] = None
-    seed: Optional[int] = None
-    early_stopping_patience: Optional[int] = None
-
-
-class ExportRunConfig(Config):
-    quantization: Optional[str] = None  # q4_k_m | q5_k_m | q8_0 | f16; default by base model
-    name: str = "companion"
 
 
 def _png_markdown(path: Path) -> MetadataValue:
@@ -52,21 +31,25 @@ def _png_markdown(path: Path) -> MetadataValue:
 def lora_adapter(context: AssetExecutionContext, config: TrainingRunConfig, forge: ForgeSettingsResource,
                  trainer: TrainerLauncher) -> MaterializeResult:
     settings = forge.settings()
-    overrides = {k: v for k, v in config.model_dump().items() if v is not None}
-    train_cfg = default_training_config(cuda_available()).model_copy(update=overrides)
-    context.log.info(f"training config: {train_cfg.model_dump_json()}")
+    # Only what was set (FORGE_TRAIN_* under the launchpad's values) goes to the trainer, which resolves it for
+    # its own device; bad values fail here, before the trainer process starts.
+    overrides = {**settings.training_overrides(), **overrides_from_launchpad(config.model_dump())}
+    problems = validate_overrides(overrides)
+    if problems:
+        raise TrainingConfigError(problems)
+    context.log.info(f"training overrides: {overrides}")
     result = trainer.run(context, extras={
-        "config": train_cfg.model_dump(), "data_path": str(settings.curated_path),
+        "overrides": overrides, "data_path": str(settings.curated_path),
         "eval_path": str(settings.eval_path), "output_dir": str(settings.training_dir), "home": str(settings.home_dir),
     }).get_materialize_result()
     md = dict(result.metadata or {})
     reported = {k: getattr(v, "value", v) for k, v in md.items()}  # Pipes values arrive as MetadataValues
     adapter_dir = Path(reported["adapter_dir"])
-    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    manifest = AdapterManifest.read(adapter_dir)
     if reported.get("status") == "cached":
         context.log.info("data, config and base model unchanged since the last adapter: training skipped")
-    extra = {"hyperparameters": MetadataValue.json(manifest["hyperparameters"]),
-             "base_model": manifest["base_model"]["name"], "versions": MetadataValue.json(manifest["versions"])}
+    extra = {"hyperparameters": MetadataValue.json(manifest.hyperparameters),
+             "base_model": manifest.base_model.name, "versions": MetadataValue.json(manifest.versions)}
     if (adapter_dir / "loss_curve.png").exists():
         extra["loss_curve"] = _png_markdown(adapter_dir / "loss_curve.png")
     return MaterializeResult(metadata={**md, **extra}, data_version=result.data_version)
@@ -76,9 +59,9 @@ def lora_adapter(context: AssetExecutionContext, config: TrainingRunConfig, forg
        description="Merged 16-bit model converted to GGUF and quantized, versioned under FORGE_HOME/models.")
 def gguf_model(context: AssetExecutionContext, config: ExportRunConfig, forge: ForgeSettingsResource) -> MaterializeResult:
     settings = forge.settings()
-    adapter_dir = settings.training_dir / "final"
-    base = json.loads((adapter_dir / "manifest.json").read_text())["base_model"]["name"]
-    quant = config.quantization or default_quantization(base, cuda_available())
+    adapter_dir = settings.adapter_dir
+    base = AdapterManifest.read(adapter_dir).base_model.name
+    quant = plain(config.model_dump()).get("quantization") or default_quantization(base, cuda_available())
     report = export_model(adapter_dir, settings.models_dir, quant=quant, name=config.name,
                           eval_path=settings.eval_path, log=context.log.info,
                           on_stage=lambda stage: context.log.info(f"export: {stage}"))
