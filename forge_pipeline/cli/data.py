@@ -36,11 +36,20 @@ def cmd_explain(args) -> int:
 
 def cmd_curate(args) -> int:
     from forge_pipeline.curation.curate import curate
+    from forge_pipeline.curation.validators import check_curated_set
 
-    report = curate(_config(args), Path(args.input) if args.input else None)
+    config = _config(args)
+    report = curate(config, Path(args.input) if args.input else None)
     print(f"curated {report.train_count} train + {report.eval_count} eval from {report.input_count} extracted; "
           f"dropped {report.dropped_by_reason or 'none'}")
     print(f"train: {report.train_path}\neval:  {report.eval_path}")
+    # the blocking checks Dagster runs on curated_examples (one implementation: curation/validators.py)
+    checks = check_curated_set(config, Path(report.train_path), Path(report.eval_path))
+    print("\n".join(checks.lines()))
+    if not checks.ok:
+        print(f"forge curate: {len(checks.blocking_failures)} blocking check(s) failed; training is blocked until "
+              "they pass", file=sys.stderr)
+        return 1
     return 0
 
 

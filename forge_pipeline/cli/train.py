@@ -34,6 +34,13 @@ def cmd_train(args) -> int:
     data = Path(args.data) if args.data else config.curated_path
     eval_path = Path(args.eval) if args.eval else (config.eval_path if not args.data else None)
     out = Path(args.output) if args.output else config.training_dir
+    # the blocking checks Dagster runs before training (schema, minimum, personal data, disjoint splits)
+    from forge_pipeline.curation.validators import curated_set_problems
+
+    problems = curated_set_problems(config, data, eval_path)
+    if problems:
+        raise ValueError("training not started: the training data fails blocking checks "
+                         "(run `forge curate` to see them):\n  " + "\n  ".join(problems[:20]))
     report = run_training(data, out, cfg, eval_path=eval_path, home=config.home_dir)
     m = report.metrics
     print(f"{report.status}: {report.final_dir} (backend {report.backend}, train loss {m.get('train_loss')}, "

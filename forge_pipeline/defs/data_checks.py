@@ -2,7 +2,14 @@
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from forge_pipeline.curation.validators import overlap_problems, personal_data_problems, validate_jsonl_rows
+from forge_pipeline.curation.validators import (
+    CheckOutcome,
+    check_disjoint,
+    check_minimum_examples,
+    check_personal_data,
+    check_schema,
+    validate_jsonl_rows,
+)
 from forge_pipeline.defs.data_assets import curated_examples, extracted_examples
 from forge_pipeline.files import read_jsonl
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
@@ -19,33 +26,41 @@ def extracted_jsonl_schema(forge: ForgeSettingsResource) -> AssetCheckResult:
     return _result(validate_jsonl_rows(read_jsonl(path), path.name))
 
 
+def _curated(forge: ForgeSettingsResource) -> tuple[list[dict], list[dict]]:
+    c = forge.settings()
+    return read_jsonl(c.curated_path), read_jsonl(c.eval_path)
+
+
+def _outcome(o: CheckOutcome) -> AssetCheckResult:
+    # the same CheckOutcome `forge curate` / `forge train` act on (curation/validators.py: check_curated_set)
+    return AssetCheckResult(passed=o.passed, severity=AssetCheckSeverity.ERROR if o.blocking else AssetCheckSeverity.WARN,
+                            metadata={"problems": len(o.problems), "first_problems": "\n".join(o.problems[:20]),
+                                      **o.metadata})
+
+
 @asset_check(asset=curated_examples, blocking=True, description="Curated train and eval lines have the documented schema.")
 def curated_jsonl_schema(forge: ForgeSettingsResource) -> AssetCheckResult:
     c = forge.settings()
-    return _result(validate_jsonl_rows(read_jsonl(c.curated_path), c.curated_path.name)
-                   + validate_jsonl_rows(read_jsonl(c.eval_path), c.eval_path.name))
+    return _outcome(check_schema(*_curated(forge), (c.curated_path.name, c.eval_path.name)))
 
 
 @asset_check(asset=curated_examples, blocking=True,
              description="At least FORGE_MIN_CURATED_EXAMPLES (50) curated examples; severity FORGE_MIN_EXAMPLES_SEVERITY.")
 def minimum_curated_examples(forge: ForgeSettingsResource) -> AssetCheckResult:
     c = forge.settings()
-    n = len(read_jsonl(c.curated_path)) + len(read_jsonl(c.eval_path))
-    severity = AssetCheckSeverity.WARN if c.min_examples_severity.upper().startswith("WARN") else AssetCheckSeverity.ERROR
-    return AssetCheckResult(passed=n >= c.min_curated_examples, severity=severity,
-                            metadata={"curated_examples": n, "minimum": c.min_curated_examples})
+    return _outcome(check_minimum_examples(*_curated(forge), c.min_curated_examples, c.min_examples_severity))
 
 
-@asset_check(asset=curated_examples, blocking=True, description="No email, phone, card, key or URL token left in any turn.")
+@asset_check(asset=curated_examples, blocking=True,
+             description="No personal data or secret left in any field of any row (a detector independent of the "
+                         "redactor: forge_pipeline/privacy/check.py).")
 def no_personal_data_in_curated(forge: ForgeSettingsResource) -> AssetCheckResult:
-    c = forge.settings()
-    return _result(personal_data_problems(read_jsonl(c.curated_path) + read_jsonl(c.eval_path)))
+    return _outcome(check_personal_data(*_curated(forge)))
 
 
 @asset_check(asset=curated_examples, blocking=True, description="Train and eval share no example and no text.")
 def train_eval_disjoint(forge: ForgeSettingsResource) -> AssetCheckResult:
-    c = forge.settings()
-    return _result(overlap_problems(read_jsonl(c.curated_path), read_jsonl(c.eval_path)))
+    return _outcome(check_disjoint(*_curated(forge)))
 
 
 DATA_CHECKS = [extracted_jsonl_schema, curated_jsonl_schema, minimum_curated_examples, no_personal_data_in_curated,
