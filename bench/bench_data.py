@@ -34,6 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--notes", type=int, default=10_000)
     ap.add_argument("--examples", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--baseline", help="a checkout of an older commit: its extraction of the same vault is timed "
+                    "right after ours (the 2 cores are shared, so absolute times move with other work)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="forge-bench-"))
     try:
@@ -50,6 +52,7 @@ def main() -> None:
         ex2 = TrainingDataExtractor(cfg)
         ex2.extract()
         incr = time.perf_counter() - t
+        baseline = _baseline(args.baseline, vault, work / "home-baseline") if args.baseline else None
         result = {
             "extraction": {"notes": args.notes, "examples": len(rows), "full_s": round(full, 3),
                            "notes_per_s": round(args.notes / full), "incremental_1pct_s": round(incr, 3),
@@ -64,13 +67,31 @@ def main() -> None:
             dt = time.perf_counter() - t
             result["curation"].append({"examples": n, "seconds": round(dt, 2), "per_1000_s": round(dt / n * 1000, 3),
                                        "dropped": report.dropped_by_reason, "kept": len(train) + len(evals)})
+        if baseline:
+            result["extraction"]["same_load_baseline"] = {**baseline, "ratio_full": round(full / baseline["full_s"], 3)}
         result["curation_target"] = "100,000 examples in under 60 s"
         result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
                              "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         atomic_write_json(RESULTS, result)
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _baseline(root: str, vault: Path, home: Path) -> dict:
+    import subprocess
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); "
+            "from forge_pipeline.config import load_config; "
+            "from forge_pipeline.extraction.extractor import TrainingDataExtractor; "
+            "cfg = load_config(home=sys.argv[3], vault=sys.argv[2]); t = time.perf_counter(); "
+            "rows = TrainingDataExtractor(cfg).extract(); print(len(rows), time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code, root, str(vault), str(home)], capture_output=True, text=True,
+                         check=True, cwd=root).stdout.split()
+    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return {"root": root, "commit": commit or None, "examples": int(out[0]), "full_s": round(float(out[1]), 3)}
 
 
 if __name__ == "__main__":
