@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,9 +15,7 @@ import httpx
 
 from forge_pipeline_tests.tiny_models import WORDS
 
-# ---- the serving process (test_serving*.py) -----------------------------------------------------------------
-# NOTE (H6): an earlier version of this file by H1 was overwritten by mistake and rebuilt from test_serving.py
-# at HEAD plus the uses in test_serving_reliability.py (env=, rss_mb); H1, please check it against yours.
+# ---- the serving process (test_serving*.py, test_end_to_end, test_orchestration; owner H1) --------------------
 
 
 def free_port() -> int:
@@ -26,26 +25,34 @@ def free_port() -> int:
 
 
 class Server:
+    """`python -m serving` for real (uvicorn, llama-cpp-python) on a free loopback port; its log goes to a
+    file (a pipe nobody reads fills up and stalls the server)."""
+
     def __init__(self, home: Path, token: str | None = None, model: Path | None = None, host: str = "127.0.0.1",
                  env: dict | None = None):
         self.home, self.port = home, free_port()
         full_env = {**os.environ, "FORGE_HOME": str(home), "FORGE_N_CTX": "512"}
-        full_env.pop("FORGE_ADMIN_TOKEN", None)
+        for var in ("FORGE_ADMIN_TOKEN", "FORGE_SERVING_URL", "FORGE_API_TOKEN_REQUIRED"):
+            full_env.pop(var, None)
         if token:
             full_env["FORGE_ADMIN_TOKEN"] = token
         full_env.update(env or {})
         cmd = [sys.executable, "-m", "serving", "--host", host, "--port", str(self.port)]
         if model:
             cmd += ["--model", str(model)]
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="serving-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
     def wait(self, timeout=120) -> Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stdout.read())
+                raise RuntimeError(self.output())
             try:
                 httpx.get(self.url + "/health", timeout=2)
                 return self
@@ -54,10 +61,12 @@ class Server:
         raise TimeoutError("server did not start")
 
     def get(self, path, **kw):
-        return httpx.get(self.url + path, headers={**self.headers, **kw.pop("headers", {})}, timeout=60, **kw)
+        return httpx.get(self.url + path, headers={**self.headers, **kw.pop("headers", {})},
+                         timeout=kw.pop("timeout", 60), **kw)
 
     def post(self, path, **kw):
-        return httpx.post(self.url + path, headers={**self.headers, **kw.pop("headers", {})}, timeout=300, **kw)
+        return httpx.post(self.url + path, headers={**self.headers, **kw.pop("headers", {})},
+                          timeout=kw.pop("timeout", 300), **kw)
 
     def rss_mb(self, field: str = "VmRSS") -> float:
         """A memory figure of the server process from /proc (VmRSS now, VmHWM peak), in MB."""
@@ -72,6 +81,50 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def make_lora_gguf(base_gguf: Path, out: Path, *, seed: int = 0, rank: int = 4, alpha: float = 8.0,
+                   std: float = 0.05, targets: tuple[str, ...] = ("attn_q", "attn_k", "attn_v", "attn_output",
+                                                                  "ffn_gate", "ffn_up", "ffn_down"),
+                   base_sha256: str | None = "auto", extra: dict | None = None) -> Path:
+    """A random LoRA adapter GGUF in llama.cpp's format for `base_gguf` (written with the gguf library):
+    general.type = adapter, adapter.type = lora, adapter.lora.alpha, and `<name>.lora_a` (r x n_in) /
+    `<name>.lora_b` (n_out x r) for the base's 2-D weights whose name contains a target. `base_sha256="auto"`
+    records the base's real sha256 as forge.base_gguf_sha256 (the key serving checks); None leaves it out."""
+    import hashlib
+
+    import gguf
+    import numpy as np
+
+    from serving.gguf_header import read_gguf_header
+
+    header = read_gguf_header(base_gguf)
+    rng = np.random.default_rng(seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out), header.metadata["general.architecture"])
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    if base_sha256 == "auto":
+        base_sha256 = hashlib.sha256(Path(base_gguf).read_bytes()).hexdigest()
+    if base_sha256:
+        writer.add_string("forge.base_gguf_sha256", base_sha256)
+    for key, value in (extra or {}).items():
+        writer.add_string(key, value)
+    for t in header.tensors:
+        if len(t.shape) != 2 or not t.name.endswith(".weight") or not any(f".{k}." in t.name for k in targets):
+            continue
+        n_in, n_out = t.shape  # GGUF lists ne0 (the input size) first
+        writer.add_tensor(f"{t.name}.lora_a", rng.normal(0, std, (rank, n_in)).astype(np.float32))
+        writer.add_tensor(f"{t.name}.lora_b", rng.normal(0, std, (n_out, rank)).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
 
 
 # ---- a tiny Gemma 3 (test_chat_template, test_evaluation) ---------------------------------------------------

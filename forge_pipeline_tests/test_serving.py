@@ -3,17 +3,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from forge_pipeline_tests.helpers import Server, free_port  # noqa: F401 - re-exported for older imports
 from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
@@ -23,52 +21,6 @@ MSG = [{"role": "user", "content": "What did I learn this week?"}]
 def ggufs(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("ggufs")
     return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, home: Path, token: str | None = None, model: Path | None = None, host: str = "127.0.0.1"):
-        self.home, self.port = home, free_port()
-        env = {**os.environ, "FORGE_HOME": str(home), "FORGE_N_CTX": "512"}
-        env.pop("FORGE_ADMIN_TOKEN", None)
-        if token:
-            env["FORGE_ADMIN_TOKEN"] = token
-        cmd = [sys.executable, "-m", "serving", "--host", host, "--port", str(self.port)]
-        if model:
-            cmd += ["--model", str(model)]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def wait(self, timeout=120) -> "Server":
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stdout.read())
-            try:
-                httpx.get(self.url + "/health", timeout=2)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise TimeoutError("server did not start")
-
-    def get(self, path, **kw):
-        return httpx.get(self.url + path, headers=self.headers, timeout=60, **kw)
-
-    def post(self, path, **kw):
-        return httpx.post(self.url + path, headers={**self.headers, **kw.pop("headers", {})}, timeout=300, **kw)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture

@@ -1,40 +1,38 @@
-"""python -m serving [--host H] [--port P] [--model PATH]   (also: forge serve)"""
+"""python -m serving [--host H] [--port P] [--model PATH]   (also: forge serve)
+
+Binds to FORGE_SERVING_URL's host and port (default http://127.0.0.1:7373) unless --host/--port say otherwise."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     from serving.settings import ServingSettings
 
-    ap = argparse.ArgumentParser(prog="forge serve", description=__doc__)
+    ap = argparse.ArgumentParser(prog="forge serve", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host")
     ap.add_argument("--port", type=int)
     ap.add_argument("--model", help="GGUF served when no deployment is recorded under FORGE_HOME")
     args = ap.parse_args(argv)
     overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port), ("model_path", args.model)) if v}
-    settings = ServingSettings(**overrides)
-    if not is_loopback(settings.serve_host) and not settings.admin_token:
-        print(f"refusing to listen on {settings.serve_host} without an admin token: set FORGE_ADMIN_TOKEN "
-              "(the admin endpoints can load files and swap the model)", file=sys.stderr)
+    try:
+        settings = ServingSettings(**overrides)
+        host, port = settings.bind_host, settings.bind_port
+    except ValueError as e:
+        print(f"forge serve: {e}", file=sys.stderr)
+        return 2
+    if settings.beyond_loopback and not settings.admin_token:
+        print(f"refusing to listen on {host} without an admin token: set FORGE_ADMIN_TOKEN "
+              "(the admin endpoints can load files and swap the model; beyond loopback it also guards chat)",
+              file=sys.stderr)
         return 2
     import uvicorn
 
     from serving.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
-                timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
     return 0
 
 

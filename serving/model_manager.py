@@ -1,35 +1,31 @@
-"""One loaded model at a time, swapped without dropping a request.
+"""The models a server holds, swapped without dropping or mixing a request.
 
-Each request leases the current model for its whole life (a streaming answer included), so it is answered
-wholly by one model. A reload validates the new file in a probe process, loads it, then swaps the pointer
-under a lock; the old model is closed when its last lease ends. Reloads are serialized: a second one
-while one is running is refused (409), never interleaved. On any failure the old model keeps serving.
+A *base* is one llama.cpp model + context with its generation worker (serving.worker). A *deployment* is a
+base with at most one LoRA adapter on it. Each request leases a deployment for its whole life (a streamed
+answer included): its job carries that base and adapter, and the worker applies the adapter when the job
+starts, so an answer comes wholly from one model even when a swap lands mid-stream. A full-GGUF reload
+validates the file in a probe process, loads it and swaps the pointer; an adapter reload checks the
+adapter was made for the loaded base (`forge.base_gguf_sha256`), validates base + adapter in a probe
+process, loads the adapter on the resident base between two tokens and swaps the pointer (no base load).
+Retired bases and adapters are freed when their last lease ends. Reloads are serialized: a second one
+while one runs is refused (409), never interleaved. On any failure the old model keeps serving.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from forge_pipeline.files import sha256_file
-
 from serving.deployments import DeploymentHistory
-from serving.model_paths import BadModelError, check_gguf_header, resolve_model_path
-from serving.probe import probe_in_subprocess
-
-
-def _release_freed_memory() -> None:
-    """glibc keeps freed llama.cpp buffers in its arenas; hand them back so RSS returns to its baseline."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
+from serving.errors import ServingError
+from serving.files import sha256_file
+from serving.gguf_header import GGUFHeaderError, read_gguf_header
+from serving.model_paths import BadModelError, ModelPathError, check_gguf_header, resolve_model_path
+from serving.probe import probe_gguf
+from serving.worker import GenerationWorker
 
 
 class ReloadInProgress(RuntimeError):
@@ -40,148 +36,355 @@ class NoModelError(RuntimeError):
     """No model is loaded (HTTP 503)."""
 
 
-@dataclass
-class LoadedModel:
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def version_of(path: Path) -> str:
+    # models/<version>/<name>.gguf, else the file's stem
+    return path.parent.name if path.parent.parent.name == "models" else path.stem
+
+
+@dataclass(eq=False)
+class Base:
     llm: object
     path: Path
     sha256: str
     size_mb: float
     loaded_at: float
-    version: str
-    requests_served: int = 0
-    active: int = 0
+    worker: GenerationWorker
+    architecture: Optional[str] = None
+    leases: int = 0
     retired: bool = False
-    generate_lock: threading.Lock = field(default_factory=threading.Lock)  # a llama.cpp context is single-threaded
+
+    @property
+    def version(self) -> str:
+        return version_of(self.path)
+
+
+@dataclass(eq=False)
+class Adapter:
+    handle: object
+    path: Path
+    sha256: str
+    size_mb: float
+    loaded_at: float
+    base: Base
+    scale: float = 1.0
+    leases: int = 0
+    retired: bool = False
+
+    @property
+    def version(self) -> str:
+        return version_of(self.path)
+
+
+@dataclass(eq=False)
+class Deployment:
+    base: Base
+    adapter: Optional[Adapter] = None
+    requests_served: int = 0
+    created: float = field(default_factory=time.time)
 
     @property
     def model_id(self) -> str:
-        return f"{self.version}:{self.sha256[:12]}"
+        top = self.adapter or self.base
+        return f"{top.version}:{top.sha256[:12]}"
 
     def info(self) -> dict:
-        return {"path": str(self.path), "version": self.version, "sha256": self.sha256, "size_mb": self.size_mb,
-                "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
-                "requests_served": self.requests_served, "model_id": self.model_id}
+        top = self.adapter or self.base
+        out = {"kind": "adapter" if self.adapter else "full", "path": str(top.path), "version": top.version,
+               "sha256": top.sha256, "size_mb": top.size_mb, "loaded_at": _iso(top.loaded_at),
+               "requests_served": self.requests_served, "model_id": self.model_id}
+        if self.adapter:
+            out.update(base_path=str(self.base.path), base_sha256=self.base.sha256, base_version=self.base.version)
+        return out
 
 
-def version_of(path: Path) -> str:
-    # models/<version>/<name>-<quant>.gguf, else the file's stem
-    return path.parent.name if path.parent.parent.name == "models" else path.stem
+class Lease:
+    """A request's hold on one deployment; `release()` is idempotent and may run on any thread."""
+
+    def __init__(self, manager: ModelManager, deployment: Deployment, role: str):
+        self.manager, self.deployment, self.role = manager, deployment, role
+        self._released = False
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.deployment.model_id
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self.manager._release(self.deployment)
 
 
 class ModelManager:
     def __init__(self, *, roots: list[Path], history: DeploymentHistory, loader: Callable[[Path], object],
-                 validation_timeout_s: float = 180):
+                 validation_timeout_s: float = 180, max_queued: int = 32, probe: Callable[..., dict] = probe_gguf,
+                 log: Callable[[str], None] = print):
         self.roots = roots
         self.history = history
         self._loader = loader
+        self._probe = probe
         self._timeout = validation_timeout_s
-        self._lock = threading.Lock()  # guards current/previous and lease counts
+        self._max_queued = max_queued
+        self._log = log
+        self._lock = threading.Lock()  # guards live/prev and lease counts
         self._reload_lock = threading.Lock()
-        self.current: Optional[LoadedModel] = None
-        self.previous: Optional[dict] = None
+        self.live: Optional[Deployment] = None
+        self.prev: Optional[Deployment] = None  # the previous deployment while it is resident (same base)
+        self.previous: Optional[dict] = None  # what a rollback goes back to
         self.state = "no_model"
 
     # ---- requests ------------------------------------------------------------------------------------
-    @contextmanager
-    def lease(self) -> Iterator[LoadedModel]:
+    def acquire(self, which: Optional[str] = None) -> Lease:
+        """Lease the deployment a request names: None/unknown -> live, "base" -> the bare base, "previous"."""
         with self._lock:
-            model = self.current
-            if model is None:
+            live = self.live
+            if live is None:
                 raise NoModelError("no model is loaded; POST /admin/reload-model with a GGUF path")
-            model.active += 1
-            model.requests_served += 1
-        try:
-            yield model
-        finally:
-            with self._lock:
-                model.active -= 1
-                close = model.retired and model.active == 0
-            if close:
-                self._close(model)
+            if which == "base" or (live.adapter and which == self._bare(live.base).model_id):
+                dep, role = self._bare(live.base), "base"
+            elif which == "previous" or (self.prev is not None and which == self.prev.model_id):
+                if self.prev is None:
+                    why = ("no previous model" if not self.previous else
+                           f"the previous model ({self.previous.get('model_id')}) is not resident (it needs "
+                           "another base); POST /admin/rollback to serve it")
+                    raise ServingError(why, status=404, code="model_not_found", param="model")
+                dep, role = self.prev, "previous"
+            else:
+                dep, role = live, "live"
+            dep.base.leases += 1
+            if dep.adapter:
+                dep.adapter.leases += 1
+            dep.requests_served += 1
+        return Lease(self, dep, role)
+
+    def _bare(self, base: Base) -> Deployment:
+        bare = getattr(base, "_bare", None)
+        if bare is None:
+            bare = base._bare = Deployment(base, None, created=base.loaded_at)
+        return bare
+
+    def _release(self, dep: Deployment) -> None:
+        with self._lock:
+            dep.base.leases -= 1
+            if dep.adapter:
+                dep.adapter.leases -= 1
+            free = [dep.adapter] if dep.adapter and dep.adapter.retired and dep.adapter.leases == 0 else []
+            close = dep.base.retired and dep.base.leases == 0
+        self._dispose(free, [dep.base] if close else [])
+
+    # ---- freeing -------------------------------------------------------------------------------------
+    def _dispose(self, adapters: list[Adapter], bases: list[Base]) -> None:
+        """Free adapters, then close bases, each on its base's worker thread (never while it generates)."""
+        for a in adapters:
+            a.base.worker.post(lambda a=a: self._free_adapter_now(a))
+        for b in bases:
+            b.worker.stop(join=False)
+
+    @staticmethod
+    def _free_adapter_now(a: Adapter) -> None:
+        if a.handle is None:
+            return
+        import llama_cpp
+
+        a.base.worker.forget_adapter(a.handle)
+        llama_cpp.llama_adapter_lora_free(a.handle)
+        a.handle = None
 
     # ---- loading -------------------------------------------------------------------------------------
-    def _close(self, model: LoadedModel) -> None:
-        close = getattr(model.llm, "close", None)
-        if close:
-            close()
-        model.llm = None
-        _release_freed_memory()
-
-    def _load(self, path: Path) -> LoadedModel:
+    def _load_base(self, path: Path) -> Base:
         check_gguf_header(path)
-        probe = probe_in_subprocess(path, self._timeout)
+        probe = self._probe(path, timeout_s=self._timeout)
         if not probe.get("ok"):
             raise BadModelError(f"{path.name} failed validation: {probe.get('error')}")
         llm = self._loader(path)
-        return LoadedModel(llm=llm, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
-                           loaded_at=time.time(), version=version_of(path))
+        worker = GenerationWorker(llm, version_of(path), self._max_queued)
+        arch = (getattr(llm, "metadata", None) or {}).get("general.architecture")
+        return Base(llm=llm, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
+                    loaded_at=time.time(), worker=worker, architecture=arch)
 
-    def _swap(self, new: LoadedModel, backup: bool, event: str) -> Optional[LoadedModel]:
+    def _load_adapter(self, path: Path, header, base: Base) -> Adapter:
+        meta = header.metadata
+        if meta.get("adapter.type", "lora") != "lora":
+            raise BadModelError(f"{path.name}: adapter.type {meta.get('adapter.type')!r} is not supported (lora only)")
+        wanted = meta.get("forge.base_gguf_sha256")
+        if not wanted:
+            raise BadModelError(f"{path.name}: the adapter does not say which base it was made for (no "
+                                "forge.base_gguf_sha256 in its metadata); export it with `forge export`")
+        if wanted != base.sha256:
+            raise BadModelError(f"{path.name} was made for the base GGUF with sha256 {wanted[:12]}…, but the "
+                                f"loaded base {base.path.name} has sha256 {base.sha256[:12]}…; load that base "
+                                "(base_path) or export the adapter against this one")
+        arch = meta.get("general.architecture")
+        if base.architecture and arch and arch != base.architecture:
+            raise BadModelError(f"{path.name} is for architecture {arch!r}; the base is {base.architecture!r}")
+        if header.truncation():
+            raise BadModelError(f"{path.name}: {header.truncation()}")
+        probe = self._probe(base.path, lora=path, timeout_s=self._timeout)
+        if not probe.get("ok"):
+            raise BadModelError(f"{path.name} failed validation on {base.path.name}: {probe.get('error')}")
+
+        def init():
+            import llama_cpp
+
+            return llama_cpp.llama_adapter_lora_init(base.llm.model, str(path).encode())
+
+        handle = base.worker.call(init, timeout=self._timeout)
+        if not handle:
+            raise BadModelError(f"llama.cpp refused the adapter {path.name} (see the server log)")
+        return Adapter(handle=handle, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
+                       loaded_at=time.time(), base=base)
+
+    def _swap(self, new: Deployment, backup: bool, event: str, previous: Optional[dict] = None,
+              keep_previous: bool = False) -> Optional[Deployment]:
         with self._lock:
-            old = self.current
-            self.current = new
-            self.state = "ready"
-            if old is not None:
-                old.retired = True
-                self.previous = old.info() if backup else None
-                close_now = old.active == 0
+            old, old_prev = self.live, self.prev
+            self.live, self.state = new, "ready"
+            self.prev = old if backup and old is not None and old.base is new.base else None
+            if not keep_previous:
+                self.previous = old.info() if backup and old is not None else None
             else:
-                close_now = False
-        if old is not None and close_now:
-            self._close(old)
+                self.previous = previous
+            keep = {id(x) for x in (new.adapter, self.prev.adapter if self.prev else None) if x is not None}
+            free, close = [], []
+            for d in (old, old_prev):
+                if d is None:
+                    continue
+                if d.adapter is not None and id(d.adapter) not in keep and not d.adapter.retired:
+                    d.adapter.retired = True
+                    if d.adapter.leases == 0:
+                        free.append(d.adapter)
+                if d.base is not new.base and not d.base.retired:
+                    d.base.retired = True
+                    if d.base.leases == 0:
+                        close.append(d.base)
+        self._dispose(free, close)
         self.history.record(new.info(), self.previous, event)
         return old
 
-    def reload(self, raw_path: str, backup: bool = True, event: str = "reload", trusted: bool = False) -> dict:
-        # ModelPathError (400) before anything is opened; `trusted` only for the operator's start-up setting
+    def reload(self, raw_path: str, backup: bool = True, base_path: Optional[str] = None, event: str = "reload",
+               trusted: bool = False, previous: Optional[dict] = None, keep_previous: bool = False) -> dict:
+        """Load a full GGUF (swaps the base) or an adapter GGUF (on the loaded base, or on `base_path`).
+        ModelPathError (400) before anything is opened; `trusted` only for paths the server recorded itself
+        or the operator's start-up setting, never for a request's path."""
         path = resolve_model_path(raw_path, self.roots, anywhere=trusted)
+        base_file = resolve_model_path(base_path, self.roots, anywhere=trusted) if base_path else None
         if not self._reload_lock.acquire(blocking=False):
             raise ReloadInProgress("another reload is in progress; try again when it finishes")
         try:
-            if self.current is None:
+            if self.live is None:
                 self.state = "loading"
             try:
-                new = self._load(path)
+                new = self._prepare(path, base_file)
             except BaseException:
-                if self.current is None:
+                if self.live is None:
                     self.state = "no_model"
                 raise
-            old = self._swap(new, backup, event)
-            return {"status": "reloaded", "model": new.info(),
-                    "previous": old.info() if old is not None and backup else None}
+            old = self._swap(new, backup, event, previous, keep_previous)
+            return {"status": "reloaded", "model": new.info(), "previous": self.previous,
+                    "swapped_from": old.model_id if old else None}
         finally:
             self._reload_lock.release()
+
+    def _prepare(self, path: Path, base_file: Optional[Path]) -> Deployment:
+        check_gguf_header(path)
+        try:
+            header = read_gguf_header(path)
+        except (GGUFHeaderError, OSError) as e:
+            raise BadModelError(f"{path.name}: {e}") from None
+        if header.kind != "adapter":
+            if base_file is not None:
+                raise ModelPathError("base_path goes only with an adapter GGUF; model_path is a full model")
+            return Deployment(self._load_base(path))
+        live = self.live
+        if base_file is None and live is None:
+            raise ModelPathError(f"{path.name} is an adapter and no base is loaded: give base_path too")
+        new_base = None
+        if base_file is not None and (live is None or base_file != live.base.path):
+            new_base = self._load_base(base_file)
+        base = new_base or live.base
+        try:
+            return Deployment(base, self._load_adapter(path, header, base))
+        except BaseException:
+            if new_base is not None:
+                new_base.retired = True
+                self._dispose([], [new_base])
+            raise
 
     def rollback(self) -> dict:
         if not self.previous:
             raise BadModelError("no previous model to roll back to (the last reload used --no-backup, or none happened)")
-        return self.reload(self.previous["path"], backup=True, event="rollback")
-
-    def startup(self, configured: Optional[Path], log: Callable[[str], None] = print) -> None:
-        """Come back on the last deployed model; else its predecessor; else the configured path; else none."""
-        record = self.history.read()
-        candidates = [(c or {}).get("path") for c in (record.get("current"), record.get("previous"))]
-        candidates.append(str(configured) if configured else None)
-        for cand in [c for c in candidates if c]:
+        with self._lock:
+            resident = self.prev
+        if resident is not None:  # the previous adapter is still on the live base: a pointer swap
+            if not self._reload_lock.acquire(blocking=False):
+                raise ReloadInProgress("another reload is in progress; try again when it finishes")
             try:
-                self.reload(cand, backup=True, event="startup", trusted=True)
-                self.previous = record.get("previous") if cand == candidates[0] else self.previous
-                log(f"serving {cand}")
+                if self.prev is resident:
+                    self._swap(resident, True, "rollback")
+                    return {"status": "reloaded", "model": resident.info(), "previous": self.previous}
+            finally:
+                self._reload_lock.release()
+        p = self.previous
+        return self.reload(p["path"], backup=True, base_path=p.get("base_path"), event="rollback", trusted=True)
+
+    def startup(self, configured: Optional[Path]) -> None:
+        """Come back on the last deployed model (keeping its rollback target); else its predecessor; else the
+        configured path; else none."""
+        record = self.history.read()
+        for w in self.history.warnings:
+            self._log(f"WARNING: {w}")
+        cur, prev = record.get("current"), record.get("previous")
+        candidates = [(cur, prev), (prev, None), ({"path": str(configured)} if configured else None, None)]
+        for cand, keep in candidates:
+            if not cand or not cand.get("path"):
+                continue
+            try:
+                self.reload(cand["path"], base_path=cand.get("base_path"), event="startup", trusted=True,
+                            previous=keep, keep_previous=True)
+                self._log(f"serving {cand['path']}")
                 return
             except (ValueError, RuntimeError, OSError) as e:
-                log(f"could not load {cand}: {e}")
+                self._log(f"could not load {cand['path']}: {e}")
         self.state = "no_model"
-        log("no model loaded: /health reports no_model until POST /admin/reload-model")
+        self._log("no model loaded: /health reports no_model until POST /admin/reload-model")
 
+    # ---- reporting -----------------------------------------------------------------------------------
     def status(self) -> dict:
         with self._lock:
-            cur = self.current.info() if self.current else None
-        if cur is None:
-            return {"state": self.state, "model": None, "previous": self.previous}
-        return {**cur, "state": self.state, "previous": self.previous}
+            live, prev = self.live, self.prev
+            info = live.info() if live else {"model": None}
+            active = live.base.leases if live else 0
+        out = {**info, "state": self.state, "previous": self.previous, "previous_resident": prev is not None,
+               "active_requests": active, "queued_requests": live.base.worker.queued() if live else 0,
+               "warnings": list(self.history.warnings)}
+        if live and live.adapter:
+            out["base"] = self._bare(live.base).info()
+        return out
+
+    def models(self) -> list[dict]:
+        """Live, previous and bare base, each with role, version, sha256, loaded_at (for /v1/models)."""
+        with self._lock:
+            live, prev, previous = self.live, self.prev, self.previous
+        rows = []
+        if live:
+            rows.append({**live.info(), "role": "live", "resident": True})
+            if live.adapter:
+                rows.append({**self._bare(live.base).info(), "role": "base", "resident": True})
+        if prev:
+            rows.append({**prev.info(), "role": "previous", "resident": True})
+        elif previous:
+            rows.append({**previous, "role": "previous", "resident": False})
+        return rows
 
     def shutdown(self) -> None:
         with self._lock:
-            model, self.current = self.current, None
-        if model is not None:
-            self._close(model)
+            bases = {id(d.base): d.base for d in (self.live, self.prev) if d is not None}
+            self.live = self.prev = None
+        for b in bases.values():
+            b.worker.stop(join=True)

@@ -1,0 +1,259 @@
+"""Issue 11's serving attacks against a real server (uvicorn, llama-cpp-python, tiny real GGUFs): each one
+failed on the server before the generation worker, the guard middleware and the persisted rollback target."""
+import select
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from forge_pipeline_tests.helpers import Server
+from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+pytestmark = pytest.mark.slow
+MSG = [{"role": "user", "content": "What did I learn this week?"}]
+NO_END = {"2": -100}  # the tiny models' </s>: generation runs to max_tokens
+
+
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("ggufs")
+    return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
+
+
+@pytest.fixture
+def home(tmp_path, ggufs):
+    home = tmp_path / "home"
+    for name, src in ggufs.items():
+        dst = home / "models" / f"v-{name}" / f"companion-{name}.gguf"
+        dst.parent.mkdir(parents=True)
+        shutil.copy2(src, dst)
+    return home
+
+
+def model_a(home):
+    return home / "models" / "v-a" / "companion-a.gguf"
+
+
+@pytest.fixture
+def server(home):
+    s = Server(home, model=model_a(home)).wait()
+    yield s
+    s.stop()
+
+
+def stream_some(url: str, chunks: int, body: dict) -> int:
+    """Open a stream, read `chunks` data events, then drop the connection (a chat UI's Stop button)."""
+    seen = 0
+    with httpx.Client(timeout=60) as c, c.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            return r.status_code
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                seen += 1
+                if seen >= chunks:
+                    break
+    return 200
+
+
+def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(server):
+    body = {"messages": MSG, "max_tokens": 400, "stream": True, "temperature": 0, "logit_bias": NO_END}
+    assert stream_some(server.url, 3, body) == 200
+    t = time.time()
+    r = server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 4}, timeout=30)
+    assert r.status_code == 200 and time.time() - t < 10
+    deadline = time.time() + 5
+    while server.get("/admin/model-status").json()["active_requests"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert server.get("/admin/model-status").json()["active_requests"] == 0  # the lease went with the client
+
+
+def test_a_hundred_streams_never_wedge_the_server(server):
+    codes, retry_after, lock = [], [], threading.Lock()
+    body = {"messages": MSG, "max_tokens": 24, "stream": True, "temperature": 0, "logit_bias": NO_END}
+
+    def full():
+        try:
+            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as r:
+                list(r.iter_lines())
+                with lock:
+                    codes.append(r.status_code)
+                    if r.status_code == 429:
+                        retry_after.append(r.headers.get("retry-after"))
+        except httpx.HTTPError as e:
+            with lock:
+                codes.append(repr(e))
+
+    def aborted():
+        with lock:
+            codes.append(stream_some(server.url, 1, body))
+
+    threads = [threading.Thread(target=aborted if i % 4 == 0 else full) for i in range(100)]
+    for t in threads:
+        t.start()
+    health = []
+    for _ in range(5):
+        t0 = time.time()
+        r = httpx.get(server.url + "/health", timeout=10)
+        health.append(time.time() - t0)
+        assert r.status_code == 200
+        t0 = time.time()
+        assert httpx.get(server.url + "/v1/models", timeout=10).status_code == 200
+        health.append(time.time() - t0)
+        time.sleep(0.2)
+    for t in threads:
+        t.join(timeout=300)
+    assert max(health) < 1.0, health
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) >= 20 and all(ra and ra.isdigit() for ra in retry_after)
+    t0 = time.time()
+    r = server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 4}, timeout=30)
+    assert r.status_code == 200 and time.time() - t0 < 10
+    assert server.get("/admin/model-status").json()["active_requests"] == 0
+
+
+def test_a_huge_chunked_body_is_cut_off_while_it_arrives(server):
+    peak_before = server.rss_mb("VmHWM")
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * (1 << 20)
+    sent, answer = 0, b""
+    try:
+        while sent < 200 and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += 1
+        answer = sock.recv(65536)
+    except OSError:
+        pass  # the server closed the connection on us: what matters is below
+    finally:
+        sock.close()
+    assert sent < 200  # the server stopped reading long before 200 MB
+    if answer:
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert server.rss_mb("VmHWM") - peak_before < 30  # the body was never held whole
+    assert server.get("/health").status_code == 200
+
+
+def test_foreign_hosts_and_origins_are_refused(server):
+    r = httpx.get(server.url + "/health", headers={"Host": "attacker.example"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "untrusted_host"
+    r = httpx.post(server.url + "/v1/chat/completions", headers={"Host": "attacker.example:7373"},
+                   json={"messages": MSG, "max_tokens": 2})
+    assert r.status_code == 400
+    for origin in ("http://attacker.example", "null"):
+        r = httpx.post(server.url + "/admin/rollback", headers={"Origin": origin})
+        assert r.status_code == 403 and "origin" in r.json()["error"]["message"], r.text
+    # the loopback names and the server's own origin still work
+    for host in ("localhost", f"127.0.0.1:{server.port}", "[::1]"):
+        assert httpx.get(server.url + "/health", headers={"Host": host}).status_code == 200
+    r = httpx.post(server.url + "/v1/chat/completions", headers={"Origin": f"http://localhost:{server.port}"},
+                   json={"messages": MSG, "max_tokens": 2}, timeout=60)
+    assert r.status_code == 200
+
+
+def test_the_token_can_guard_chat_too(home):
+    s = Server(home, token="s3cret", model=model_a(home), env={"FORGE_API_TOKEN_REQUIRED": "1"}).wait()
+    try:
+        for path in ("/v1/models",):
+            assert httpx.get(s.url + path).status_code == 401
+        r = httpx.post(s.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}, timeout=60)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert s.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).status_code == 200
+        assert "model" not in httpx.get(s.url + "/health").json()  # no model id to strangers
+    finally:
+        s.stop()
+
+
+def test_beyond_loopback_the_token_guards_chat_by_default(home):
+    s = Server(home, token="s3cret", model=model_a(home), host="0.0.0.0").wait()
+    try:
+        assert httpx.post(s.url + "/v1/chat/completions", json={"messages": MSG, "max_tokens": 2},
+                          timeout=60).status_code == 401
+        assert s.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).status_code == 200
+    finally:
+        s.stop()
+
+
+def test_the_rollback_target_survives_restarts(home):
+    s = Server(home, model=model_a(home)).wait()
+    try:
+        a = s.get("/admin/model-status").json()
+        assert s.post("/admin/reload-model", json={"model_path": str(home / "models" / "v-b")}).status_code == 200
+    finally:
+        s.stop()
+    Server(home, model=model_a(home)).wait().stop()  # first restart
+    s = Server(home, model=model_a(home)).wait()  # second restart
+    try:
+        assert s.get("/admin/model-status").json()["previous"]["sha256"] == a["sha256"]
+        r = s.post("/admin/rollback")
+        assert r.status_code == 200 and r.json()["model"]["sha256"] == a["sha256"]
+    finally:
+        s.stop()
+
+
+def test_prompts_over_the_context_are_400_before_generation(server):
+    long = [{"role": "user", "content": "reflection " * 3000}]
+    many = [{"role": "user", "content": "ok"}] * 1000
+    for messages in (long, many):
+        for stream in (False, True):
+            r = server.post("/v1/chat/completions", json={"messages": messages, "stream": stream, "max_tokens": 8})
+            assert r.status_code == 400, (stream, r.status_code, r.text[:200])
+            err = r.json()["error"]
+            assert err["code"] == "context_length_exceeded" and err["type"] == "invalid_request_error"
+            assert "512" in err["message"] and "available" in err["message"]
+    assert server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).status_code == 200
+
+
+def test_bad_text_and_bad_bytes_get_openai_errors(server):
+    raw = b'{"messages": [{"role": "user", "content": "\\ud800"}]}'  # a lone surrogate, legal JSON
+    for stream in (b"false", b"true"):
+        r = server.post("/v1/chat/completions", content=raw[:-1] + b', "stream": ' + stream + b"}",
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], r.text
+    r = server.post("/v1/chat/completions", content=b'{"messages": "\xff\xfe\xfa"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422) and set(r.json()) == {"error"} and r.json()["error"]["message"], r.text
+    r = server.post("/v1/chat/completions", content=b"\xff\xfe\x00garbage", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and set(r.json()) == {"error"}, r.text
+    r = server.get("/no/such/route")
+    assert r.status_code == 404 and set(r.json()) == {"error"}
+
+
+def test_concurrent_reloads_end_on_the_last_acknowledged_model(server, home):
+    acks, lock = [], threading.Lock()
+    paths = [str(home / "models" / v) for v in ("v-b", "v-a")] * 3
+
+    def reload(p):
+        r = server.post("/admin/reload-model", json={"model_path": p})
+        with lock:
+            if r.status_code == 200:
+                acks.append((time.monotonic(), r.json()["model"]["sha256"]))
+
+    for _ in range(2):
+        threads = [threading.Thread(target=reload, args=(p,)) for p in paths]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert acks
+    assert server.get("/admin/model-status").json()["sha256"] == max(acks)[1]
+    served = server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 2}).json()["model"]
+    assert served.endswith(max(acks)[1][:12])
+
+
+def test_an_unreadable_deployment_record_is_not_ignored_silently(home):
+    record = home / "serving" / "deployments.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"current": {"path": ')  # cut off mid-write by another tool
+    s = Server(home, model=model_a(home)).wait()
+    try:
+        warnings = s.get("/admin/model-status").json()["warnings"]
+        assert len(warnings) == 1 and "deployments.json" in warnings[0] and "could not be read" in warnings[0]
+        aside = list(record.parent.glob("deployments.json.unreadable-*"))
+        assert len(aside) == 1 and aside[0].read_text() == '{"current": {"path": '  # kept for the user
+        assert "could not be read" in s.output()
+    finally:
+        s.stop()

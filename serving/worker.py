@@ -1,0 +1,247 @@
+"""One generation thread per loaded llama.cpp context: the only thread that ever touches it.
+
+Why (issue 11, items 1-2): a llama.cpp context is single-threaded. Guarding it with a lock taken by request
+threads meant a stream abandoned by its client kept the lock until the garbage collector closed its
+generator (minutes, or never), and 41 waiting streams took all of anyio's 40 threadpool threads so the
+stream holding the lock could not get one for its next chunk: every route hung for good. Here requests are
+jobs in a bounded queue; the event loop only awaits an asyncio queue the worker feeds, so no pool thread
+ever waits on the model, /health stays instant, and a job whose client left is cancelled at the next token.
+
+Between two tokens the worker also runs "control" calls (loading or freeing a LoRA adapter on the model):
+llama.cpp's model keeps a set of its adapters that a decode reads, so they are changed only on this thread,
+without waiting for a long answer to finish.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Optional
+
+from serving.errors import Busy, ContextOverflow
+
+_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+class Cancelled(Exception):
+    """The client went away; raised inside llama.cpp's sampling loop to stop generating."""
+
+
+def release_freed_memory() -> None:
+    """glibc keeps freed llama.cpp buffers in its arenas; hand them back so RSS returns to its baseline."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
+class Job:
+    """One chat completion. Events reach the event loop as ("chunk"|"done"|"error"|"cancelled", payload)."""
+
+    def __init__(self, kwargs: dict, *, stream: bool, adapter: Any, logit_bias: Optional[dict],
+                 loop: asyncio.AbstractEventLoop, on_finish: Callable[[], None]):
+        self.kwargs, self.stream, self.adapter, self.logit_bias = kwargs, stream, adapter, logit_bias
+        self.events: asyncio.Queue = asyncio.Queue()
+        self._loop = loop
+        self._on_finish = on_finish
+        self._cancel = threading.Event()
+        self._finished = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def emit(self, kind: str, payload: Any = None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, (kind, payload))
+        except RuntimeError:
+            pass  # the event loop is gone (server shutting down)
+
+    def finish(self) -> None:
+        if not self._finished.is_set():
+            self._finished.set()
+            self._on_finish()
+
+
+class GenerationWorker:
+    """Owns `llm`: runs jobs one at a time, applies each job's adapter, and closes the model at shutdown."""
+
+    def __init__(self, llm: Any, name: str, max_queued: int):
+        self.llm = llm
+        self.max_queued = max_queued
+        self._jobs: deque[Job] = deque()
+        self._controls: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._applied: Any = None  # the adapter handle set on the context now (None: the bare base)
+        self.running: Optional[Job] = None
+        self._thread = threading.Thread(target=self._loop, name=f"generate-{name}", daemon=True)
+        self._thread.start()
+
+    # ---- called from other threads --------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._stopping:
+                raise Busy("this model is being unloaded; retry", status=503, headers={"Retry-After": "1"})
+            waiting = sum(not j.cancelled for j in self._jobs)
+            if waiting >= self.max_queued:
+                raise Busy(f"the server is busy: {waiting} requests are already waiting for the model; retry "
+                           "later", code="server_busy", headers={"Retry-After": str(max(1, waiting // 4))})
+            self._jobs.append(job)
+            self._cond.notify()
+
+    def call(self, fn: Callable[[], Any], timeout: Optional[float] = None) -> Any:
+        """Run `fn` on the worker thread (between two tokens at most) and return its result."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        fut: Future = Future()
+        with self._cond:
+            if self._stopping and not self._thread.is_alive():
+                raise RuntimeError("the model's worker has stopped")
+            self._controls.append((fn, fut))
+            self._cond.notify()
+        return fut.result(timeout)
+
+    def post(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the worker thread soon, without waiting for it (errors are dropped)."""
+        if threading.current_thread() is self._thread:
+            fn()
+            return
+        with self._cond:
+            self._controls.append((fn, Future()))
+            self._cond.notify()
+
+    def queued(self) -> int:
+        with self._cond:
+            return sum(not j.cancelled for j in self._jobs)
+
+    def stop(self, join: bool = True) -> None:
+        """Finish queued work, then free the model on the worker thread (joins unless called from it)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if join and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=120)
+
+    # ---- the worker thread ----------------------------------------------------------------------------
+    def _run_controls(self) -> None:
+        while True:
+            with self._cond:
+                if not self._controls:
+                    return
+                fn, fut = self._controls.popleft()
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._jobs or self._controls or self._stopping):
+                    self._cond.wait()
+                if self._controls:
+                    job = None
+                elif self._jobs:
+                    job = self._jobs.popleft()
+                else:
+                    break  # stopping, and nothing left to do
+            self._run_controls()
+            if job is not None:
+                self._execute(job)
+        self._close()
+
+    def _close(self) -> None:
+        close = getattr(self.llm, "close", None)
+        if close:
+            close()
+        self.llm = None
+        release_freed_memory()
+
+    def set_adapter(self, adapter: Any) -> None:
+        """Apply `adapter` (an object with .handle and .scale, or None for the bare base) to the context.
+        On a change the KV cache is cleared: its keys and values were computed under the old weights, and
+        llama-cpp-python would otherwise reuse a matching prompt prefix (vLLM's stale-prefix bug)."""
+        handle = adapter.handle if adapter is not None else None
+        if handle == self._applied:
+            return
+        import llama_cpp
+
+        ctx = self.llm.ctx
+        if handle is None:
+            rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        else:
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+            scales = (ctypes.c_float * 1)(adapter.scale)
+            rc = llama_cpp.llama_set_adapters_lora(ctx, arr, 1, scales)
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp refused to set the adapter (code {rc})")
+        self._applied = handle
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear()
+        if getattr(self.llm, "cache", None) is not None:
+            self.llm.set_cache(None)
+
+    def forget_adapter(self, handle: Any) -> None:
+        """Before an adapter is freed: make sure the context no longer points at it."""
+        if handle is not None and handle == self._applied:
+            self.set_adapter(None)
+
+    def _execute(self, job: Job) -> None:
+        self.running = job
+        try:
+            if job.cancelled:
+                job.emit("cancelled")
+                return
+            self.set_adapter(job.adapter)
+            self._generate(job)
+        except Cancelled:
+            job.emit("cancelled")
+        except ValueError as e:
+            m = _OVERFLOW.search(str(e))
+            job.emit("error", ContextOverflow(int(m.group(2)), int(m.group(1))) if m else e)
+        except Exception as e:  # noqa: BLE001 - reported to the request, the worker goes on
+            job.emit("error", e)
+        finally:
+            self.running = None
+            job.finish()
+
+    def _generate(self, job: Job) -> None:
+        import numpy as np
+        from llama_cpp import LogitsProcessorList
+
+        bias_ids = np.array(list(job.logit_bias), dtype=np.int64) if job.logit_bias else None
+        bias_vals = np.array(list(job.logit_bias.values()), dtype=np.float32) if job.logit_bias else None
+
+        def between_tokens(input_ids, scores):
+            # llama-cpp-python calls this once per sampled token: the moment to honour a cancel or run an
+            # adapter load without waiting for the whole answer. (logit_bias is applied here too, because
+            # llama-cpp-python 0.3.36 drops its own bias processor when a processor list is given.)
+            self._run_controls()
+            if job.cancelled:
+                raise Cancelled()
+            if bias_ids is not None:
+                keep = bias_ids < scores.shape[-1]
+                scores[bias_ids[keep]] += bias_vals[keep]
+            return scores
+
+        kwargs = {**job.kwargs, "logits_processor": LogitsProcessorList([between_tokens])}
+        if not job.stream:
+            job.emit("done", self.llm.create_chat_completion(**kwargs))
+            return
+        chunks = self.llm.create_chat_completion(**kwargs, stream=True)
+        try:
+            for chunk in chunks:
+                job.emit("chunk", chunk)
+                if job.cancelled:
+                    raise Cancelled()
+        finally:
+            chunks.close()
+        job.emit("done")
