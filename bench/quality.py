@@ -1,0 +1,188 @@
+"""The nightly quality loop on the sample vault, CPU default (Gemma 3 270M) -> bench/results/quality.json.
+
+    python -m bench.quality nights     # three nights (vault up to Aug 31 / Sep 30 / Oct 31) + one bad night,
+                                       # then the probe set under several sampling settings
+    python -m bench.quality steps [24 48 96 192]   # held-out eval loss and loop rate vs CPU training steps
+
+Each night runs the real pipeline functions: extract + curate the vault as it stood that day, train with the
+CPU defaults, export (what serving would receive), evaluate base / live / candidate as served, decide, and
+"deploy" (the candidate becomes live) when the gate passes. The bad night trains on the last night's data
+with every answer moved to another example's prompt, so it learns nothing true; the gate must refuse it.
+Each section is merged into the JSON file, so the sections can run separately. CPU-heavy: run once, late.
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
+NIGHTS = ("2026-08-31", "2026-09-30", "2026-10-31")
+SAMPLINGS = [dict(temperature=0.7, repeat_penalty=1.0), dict(temperature=0.7, repeat_penalty=1.1),
+             dict(temperature=0.3, repeat_penalty=1.1), dict(temperature=0.7, repeat_penalty=1.3)]
+DATED = re.compile(r"(\d{4}-\d{2}-\d{2})")
+
+
+def vault_as_of(src: Path, dst: Path, day: str) -> Path:
+    """A copy of the vault holding only the notes whose file name dates them on or before ``day``."""
+    shutil.rmtree(dst, ignore_errors=True)
+
+    def ignore(folder, names):
+        return [n for n in names if (m := DATED.search(n)) and m.group(1) > day]
+
+    shutil.copytree(src, dst, ignore=ignore)
+    return dst
+
+
+def write_merged(section: str, value) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data[section] = value
+    from forge_pipeline.files import atomic_write_json
+
+    atomic_write_json(RESULTS, data)
+
+
+def summary(report, decision, eval_s: float) -> dict:
+    c, live, base = report.candidate, report.live, report.base
+    return {
+        "eval_loss": {"base": base.eval_loss, "live": live and live.eval_loss, "candidate": c.eval_loss},
+        "kld": report.fidelity and report.fidelity.kld_mean, "top1": report.fidelity and report.fidelity.top1_agreement,
+        "quantization": report.fidelity and report.fidelity.quantization,
+        "probe_loop_rate": {m.role: m.loop_rate for m in report.models.values()},
+        "probe_invented_turns": {m.role: m.count("invented_turn") for m in report.models.values()},
+        "probe_cut_at_limit": {m.role: m.count("cut") for m in report.models.values()},
+        "regurgitation_share": c.regurgitation_share, "regurgitation_max_chars": c.regurgitation_max_chars,
+        "drift_kld": c.drift_kld, "round_trip": report.round_trip.ok, "deploy": decision.deploy,
+        "reasons": decision.reasons, "eval_examples": report.eval_examples, "evaluation_wall_s": round(eval_s, 1),
+        "evaluation_timings": report.timings,
+        "candidate_answers": {p.prompt: p.text[:300] for p in c.probes[:3]},
+    }
+
+
+def night(settings, vault: Path, overrides: dict, live, log, scramble: bool = False):
+    from forge_pipeline.curation.curate import curate
+    from forge_pipeline.evaluation.gate import GateThresholds, decide, save_evaluation
+    from forge_pipeline.evaluation.nightly import markdown
+    from forge_pipeline.evaluation.run import Candidate, evaluate_models_from_settings
+    from forge_pipeline.evaluation.served import ServedModel
+    from forge_pipeline.export.pipeline import export_model
+    from forge_pipeline.extraction.extractor import extract_training_data
+    from forge_pipeline.files import read_jsonl, write_jsonl
+    from forge_pipeline.training.config import resolve_training_config
+    from forge_pipeline.training.trainer import run_training
+
+    t0 = time.perf_counter()
+    settings = settings.model_copy(update={"vault": vault})
+    extract_training_data(config=settings)
+    curate(settings)
+    train_path = settings.curated_path
+    if scramble:  # every answer moved to another example's prompt
+        rows = read_jsonl(train_path)
+        answers = [r["messages"][-1]["content"] for r in rows]
+        random.Random(0).shuffle(answers)
+        for r, a in zip(rows, answers):
+            r["messages"][-1]["content"] = a
+        train_path = settings.training_data_dir / "scrambled.jsonl"
+        write_jsonl(train_path, rows)
+    t_data = time.perf_counter()
+    cfg = resolve_training_config(overrides, "cpu")
+    out = settings.training_dir / ("bad" if scramble else "run")
+    tr = run_training(train_path, out, cfg, eval_path=settings.eval_path, home=settings.home_dir, log=log, force_cpu=True)
+    t_train = time.perf_counter()
+    ex = export_model(Path(tr.final_dir), settings.models_dir, eval_path=settings.eval_path, home=settings.home_dir,
+                      base_models_dir=settings.base_models_dir, serving_dir=settings.serving_dir, validate=False, log=log)
+    t_export = time.perf_counter()
+    if ex.kind == "adapter":
+        cand = Candidate(ServedModel(Path(ex.base_gguf), Path(ex.gguf_path)), ServedModel(Path(ex.base_gguf)),
+                         Path(tr.final_dir), ex.version)
+    else:
+        from forge_pipeline.evaluation.run import base_gguf_for
+
+        cand = Candidate(ServedModel(Path(ex.gguf_path)), ServedModel(base_gguf_for(Path(tr.final_dir), settings, log)),
+                         Path(tr.final_dir), ex.version)
+    report = evaluate_models_from_settings(settings, cand, live, None, log)
+    decision = decide(report, GateThresholds.from_settings(settings))
+    folder = settings.evaluation_dir / report.candidate_key
+    folder.mkdir(parents=True, exist_ok=True)
+    save_evaluation(settings.evaluation_dir, report, decision, markdown(report, decision, folder))
+    t_eval = time.perf_counter()
+    s = summary(report, decision, t_eval - t_export)
+    s.update(train_examples=len(read_jsonl(settings.curated_path)), export_kind=ex.kind, steps=tr.metrics.get("global_step"),
+             wall_s={"data": round(t_data - t0, 1), "train": round(t_train - t_data, 1),
+                     "export": round(t_export - t_train, 1), "evaluate": round(t_eval - t_export, 1)})
+    return s, cand, report
+
+
+def run_nights(home: Path) -> None:
+    from forge_pipeline.config import SAMPLE_VAULT, load_config
+    from forge_pipeline.evaluation.served import LoadedModel, Sampling
+
+    settings = load_config(home=home)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    live, nights = None, []
+    for day in NIGHTS:
+        s, cand, report = night(settings, vault_as_of(SAMPLE_VAULT, home / "vault", day), {}, live, log)
+        s["night"] = day
+        nights.append(s)
+        print(json.dumps({k: s[k] for k in ("night", "eval_loss", "kld", "deploy", "reasons", "evaluation_wall_s")}), flush=True)
+        if s["deploy"]:
+            live = cand.model
+        write_merged("nights", nights)
+    s, _, _ = night(settings, home / "vault", {}, live, log, scramble=True)
+    s["night"] = NIGHTS[-1] + " (bad: answers scrambled across prompts)"
+    nights.append(s)
+    write_merged("nights", nights)
+    print(json.dumps({k: s[k] for k in ("night", "eval_loss", "deploy", "reasons")}), flush=True)
+
+    # Serving's default sampling, measured: the probe set answered by the live model under each setting.
+    from forge_pipeline.evaluation import metrics
+    from forge_pipeline.evaluation.probes import DEFAULT_PROBES
+
+    rows = []
+    with LoadedModel(live or cand.model, 2048) as m:
+        for variant in SAMPLINGS:
+            for seed in (0, 1):
+                sampling = Sampling(**variant, max_tokens=256, seed=seed)
+                answers = [m.answer(p, sampling) for p in DEFAULT_PROBES]
+                rows.append({**variant, "seed": seed, "max_tokens": 256,
+                             "loops": sum(bool(metrics.loop_reason(a.text)) for a in answers),
+                             "invented_turns": sum(bool(metrics.invented_turn(a.text)) for a in answers),
+                             "cut_at_limit": sum(a.finish_reason == "length" for a in answers),
+                             "empty": sum(not a.text.strip() for a in answers),
+                             "mean_tokens": round(sum(a.completion_tokens for a in answers) / len(answers), 1)})
+                print(json.dumps(rows[-1]), flush=True)
+    write_merged("sampling", {"probes": len(DEFAULT_PROBES), "model": "live after the three nights", "runs": rows})
+
+
+def run_steps(home: Path, steps: list[int]) -> None:
+    from forge_pipeline.config import SAMPLE_VAULT, load_config
+
+    settings = load_config(home=home)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    curve = []
+    for n in steps:
+        t = time.perf_counter()
+        s, _, _ = night(settings.model_copy(update={"home": home / f"steps-{n}"}), SAMPLE_VAULT,
+                        {"max_steps": n, "eval_steps": n, "save_steps": n}, None, log)
+        curve.append({"max_steps": n, "eval_loss": s["eval_loss"]["candidate"], "base_eval_loss": s["eval_loss"]["base"],
+                      "probe_loop_rate": s["probe_loop_rate"]["candidate"],
+                      "probe_invented_turns": s["probe_invented_turns"]["candidate"],
+                      "probe_cut_at_limit": s["probe_cut_at_limit"]["candidate"], "train_s": s["wall_s"]["train"],
+                      "total_s": round(time.perf_counter() - t, 1)})
+        print(json.dumps(curve[-1]), flush=True)
+        write_merged("steps", curve)
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "nights"
+    home = Path("/tmp/forge-quality-bench")
+    if what == "nights":
+        run_nights(home / "nights")
+    elif what == "steps":
+        run_steps(home, [int(a) for a in sys.argv[2:]] or [24, 48, 96, 192])
+    else:
+        sys.exit(__doc__)
