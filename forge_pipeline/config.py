@@ -102,6 +102,13 @@ class ForgeSettings(BaseSettings):
     eval_fraction: float = Field(0.1, description="Share of curated examples held out for eval (at least 1).")
     min_curated_examples: int = Field(50, description="The minimum-curated-examples check fails below this.")
     min_examples_severity: str = Field("ERROR", description="Severity of that check: ERROR blocks the run, WARN does not.")
+    backtranslate_user_turns: Optional[bool] = Field(None, description="User turns written by a local model from "
+                                                     "each reflection and its note's context (curation/user_turns.py); "
+                                                     "templates stay the fallback. Unset: on with a CUDA GPU, off on "
+                                                     "the CPU (cost measured there: see the README).")
+    backtranslation_model: Optional[Path] = Field(None, description="GGUF that writes those user turns "
+                                                  "(default: the embedded Gemma 3 270M; local only, never a hosted API).")
+
 
     # Orchestration and everyday use (Dagster, `forge up`)
     dagster_log_level: str = Field("INFO", description="Level of the run log Dagster prints to the terminal "
