@@ -49,6 +49,10 @@ def base(model_dir: Path, work: Path) -> dict:
     convert_s = time.time() - t
     q = quantize_gguf(f16, work / "base-q4_k_m.gguf", "q4_k_m")
     f16.unlink()
+    from forge_pipeline.files import sha256_file
+
+    # serving refuses an adapter whose forge.base_gguf_sha256 is not the loaded base's: hash once, here
+    (work / "base-q4_k_m.sha256").write_text(sha256_file(q))
     return {"stage": "base_gguf", "convert_s": round(convert_s, 1), "quantize_s": round(time.time() - t - convert_s, 1),
             "size_mb": round(q.stat().st_size / 2**20, 1)}
 
@@ -98,8 +102,14 @@ def nightly(model_dir: Path, work: Path) -> dict:
     from forge_pipeline.export.lora_gguf import write_adapter_gguf
 
     base_gguf = work / "base-q4_k_m.gguf"
+    sha_file = work / "base-q4_k_m.sha256"
+    if not sha_file.exists():  # a base made before the base phase recorded it
+        from forge_pipeline.files import sha256_file
+
+        sha_file.write_text(sha256_file(base_gguf))
     t = time.time()
-    adapter = write_adapter_gguf(Path(report.final_dir), str(model_dir), work / "adapter.gguf")
+    adapter = write_adapter_gguf(Path(report.final_dir), str(model_dir), work / "adapter.gguf",
+                                 {"base_gguf_sha256": sha_file.read_text().strip()})
     stages["adapter_export_s"] = round(time.time() - t, 2)
     adapter_path = Path(getattr(adapter, "path", work / "adapter.gguf"))
     rows = [json.loads(line) for line in (work / "eval.jsonl").read_text().splitlines()]
