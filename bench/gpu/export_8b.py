@@ -47,7 +47,7 @@ def main() -> None:
     import unsloth  # noqa: F401
 
     from bench.gpu.train_shape import make_data
-    from forge_pipeline.export.export import export_model
+    from forge_pipeline.export.pipeline import export_model
     from forge_pipeline.training.config import TrainingConfig
     from forge_pipeline.training.trainer import run_training
 
@@ -66,7 +66,7 @@ def main() -> None:
 
     torch.cuda.empty_cache()
     t = time.time()
-    exp = export_model(report.final_dir, work / "models", quant="q4_k_m", eval_path=work / "eval.jsonl",
+    exp = export_model(report.final_dir, work / "models", quant="q4_k_m", eval_path=work / "eval.jsonl", merged=True,
                        log=lambda m: print(m, file=sys.stderr))
     v = {k: v for k, v in exp.validation.items() if k != "chat_template"}
     print(json.dumps({"mode": "forge-export-8b", "train_s": round(train_s, 1), "export_total_s": round(time.time() - t, 1),
