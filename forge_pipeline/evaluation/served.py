@@ -72,7 +72,9 @@ class LoadedModel:
     """One llama.cpp instance of a ServedModel (use as a context manager; it frees native memory on exit)."""
 
     def __init__(self, model: ServedModel, n_ctx: int, n_threads: int | None = None, fallback_template: str | None = None):
-        from llama_cpp import Llama
+        # open_llama raises when llama.cpp refuses the adapter; plain Llama(lora_path=...) would silently run
+        # the bare base (llama-cpp-python 0.3.36, see export/validate.py).
+        from forge_pipeline.export.validate import open_llama
 
         for p in (model.gguf, model.lora):
             if p is not None and not Path(p).is_file():
@@ -80,8 +82,8 @@ class LoadedModel:
         self.model = model
         # logits_all keeps every position's logits (loss, KLD); n_batch bounds llama.cpp's own logits
         # buffer (n_batch x vocab floats: 256 MB for Gemma's 262k vocabulary at 256).
-        self.llm = Llama(str(model.gguf), lora_path=str(model.lora) if model.lora else None, n_ctx=n_ctx,
-                         n_batch=min(n_ctx, 256), logits_all=True, verbose=False, n_threads=n_threads)
+        self.llm = open_llama(Path(model.gguf), Path(model.lora) if model.lora else None, n_ctx=n_ctx,
+                              n_batch=min(n_ctx, 256), logits_all=True, n_threads=n_threads)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         vocab = self.llm._model.vocab
         import llama_cpp
