@@ -42,6 +42,10 @@ def cmd_curate(args) -> int:
     report = curate(config, Path(args.input) if args.input else None)
     print(f"curated {report.train_count} train + {report.eval_count} eval from {report.input_count} extracted; "
           f"dropped {report.dropped_by_reason or 'none'}")
+    if report.user_turns:  # back-translation ran (curation/user_turns.py)
+        t = report.user_turns
+        print(f"user turns: {t['generated']} written by the model, {t['from_cache']} from cache, "
+              f"templates kept {t['fallback'] or 'for none'} ({t['generation_s']} s)")
     print(f"train: {report.train_path}\neval:  {report.eval_path}")
     # the blocking checks Dagster runs on curated_examples (one implementation: curation/validators.py)
     checks = check_curated_set(config, Path(report.train_path), Path(report.eval_path))

@@ -10,6 +10,7 @@ from forge_pipeline.config import ForgeSettings, load_config
 from forge_pipeline.curation.dedup import find_duplicates
 from forge_pipeline.curation.review import ReviewStore, apply_decisions, first_words
 from forge_pipeline.curation.split import split_train_eval
+from forge_pipeline.curation.user_turns import backtranslate_user_turns, backtranslation_enabled
 from forge_pipeline.files import atomic_write_json, clean_stale_tmp, commit_files, read_jsonl, recover_commit
 
 COMMIT_JOURNAL = ".curated.commit.json"
@@ -23,6 +24,7 @@ class CurationReport:
     # {"id", "source_file", "reason", "duplicate_of"?: 'note: "first words..."', "duplicate_of_id"?}
     dropped: list[dict] = field(default_factory=list)
     edited: int = 0
+    user_turns: dict = field(default_factory=dict)  # back-translation's UserTurnReport, when it ran
     train_path: str = ""
     eval_path: str = ""
 
@@ -127,6 +129,9 @@ def curate(config: ForgeSettings | None = None, extracted_path: Path | None = No
     if not src.exists():
         raise FileNotFoundError(f"{src}: no extracted examples yet; run `forge extract` first")
     train, evals, report = curate_examples(read_jsonl(src), config, ReviewStore(config.review_decisions_path))
+    if backtranslation_enabled(config):  # model-written user turns (issue 12): curation/user_turns.py
+        rows, turns = backtranslate_user_turns(train + evals, config)
+        train, evals, report.user_turns = rows[:len(train)], rows[len(train):], turns.to_dict()
     # One commit: after a kill the two files are never from different runs (a redo journal; see files.py).
     commit_files({config.curated_path: _jsonl_bytes(train), config.eval_path: _jsonl_bytes(evals)},
                  config.training_data_dir / COMMIT_JOURNAL)

@@ -176,9 +176,9 @@ def question_problem(question: str, row: dict, cut_off: bool = False) -> Optiona
 
 def choose_model(config: ForgeSettings) -> ModelChoice:
     """The configured GGUF, else the embedded Gemma 3 270M (where the trainer's base_model.py puts it)."""
-    from forge_pipeline.training.base_model import BaseModelError, cuda_available
+    from forge_pipeline.training.base_model import BaseModelError
 
-    gpu = cuda_available()
+    gpu = gpu_generation()
     if config.backtranslation_model:
         path = Path(config.backtranslation_model).expanduser()
         if not path.is_file():
@@ -196,20 +196,23 @@ def choose_model(config: ForgeSettings) -> ModelChoice:
     return ModelChoice(path, "sha256:" + EXPECTED_SHA256, gpu)
 
 
-def llama_generator(choice: ModelChoice) -> Generator:
-    """Greedy completion through llama-cpp-python: the same code on CPU and, with every layer offloaded,
-    on a CUDA build. Greedy, so the same model and prompt give the same question."""
-    from llama_cpp import Llama, llama_supports_gpu_offload
+class LlamaGenerator:
+    """Greedy completion through llama-cpp-python: the same code on the CPU and, with every layer
+    offloaded, on a CUDA build. Greedy, so the same model and prompt give the same question."""
 
-    llm = Llama(str(choice.path), n_ctx=1024, n_threads=max(1, os.cpu_count() or 1), seed=0, verbose=False,
-                n_gpu_layers=-1 if choice.gpu and llama_supports_gpu_offload() else 0)
+    def __init__(self, choice: ModelChoice):
+        from llama_cpp import Llama, llama_supports_gpu_offload
 
-    def generate(prompt: str) -> tuple[str, bool]:
-        out = llm.create_completion(prompt, max_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=["\n"])
-        choice0 = out["choices"][0]
-        return choice0["text"], choice0.get("finish_reason") == "length"
+        self.llm = Llama(str(choice.path), n_ctx=1024, n_threads=max(1, os.cpu_count() or 1), seed=0,
+                         verbose=False, n_gpu_layers=-1 if choice.gpu and llama_supports_gpu_offload() else 0)
 
-    return generate
+    def __call__(self, prompt: str) -> tuple[str, bool]:
+        out = self.llm.create_completion(prompt, max_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=["\n"])
+        first = out["choices"][0]
+        return first["text"], first.get("finish_reason") == "length"
+
+    def close(self) -> None:
+        self.llm.close()  # now, not in __del__ at interpreter exit (llama-cpp-python then prints a traceback)
 
 
 def _cache_path(config: ForgeSettings) -> Path:
@@ -238,37 +241,44 @@ def backtranslate_user_turns(rows: list[dict], config: ForgeSettings, *, generat
     choice = model or (choose_model(config) if rows else None)
     report = UserTurnReport(examples=len(rows))
     fallback: Counter = Counter()
-    out, entries, generated_any = [], {}, False
-    for row in rows:
-        prompt = build_prompt(row)
-        prompt_hash = sha256_text(prompt)[:16]
-        hit = cache.get(row["id"])
-        if hit and (hit.get("model"), hit.get("prompt"), hit.get("context")) == (choice.fingerprint, PROMPT_VERSION,
-                                                                                prompt_hash):
-            entry = hit
+    out, entries, generated_any, owned, complete = [], {}, False, None, False
+    try:
+        for row in rows:
+            prompt = build_prompt(row)
+            prompt_hash = sha256_text(prompt)[:16]
+            hit = cache.get(row["id"])
+            if hit and (hit.get("model"), hit.get("prompt"), hit.get("context")) == (choice.fingerprint, PROMPT_VERSION,
+                                                                                    prompt_hash):
+                entry = hit
+                if entry.get("question"):
+                    report.from_cache += 1
+            else:
+                if generator is None:
+                    generator = owned = LlamaGenerator(choice)
+                text, cut_off = generator(prompt)
+                generated_any = True
+                problem = question_problem(text, row, cut_off)
+                # a refused question is not stored (it may be garbled or flagged): only the reason is
+                entry = {"model": choice.fingerprint, "prompt": PROMPT_VERSION, "context": prompt_hash,
+                         "question": None if problem else " ".join(text.split()), "reason": problem}
+                if entry["question"]:
+                    report.generated += 1
+            entries[row["id"]] = entry
+            new = {**row, "messages": [dict(m) for m in row["messages"]]}
             if entry.get("question"):
-                report.from_cache += 1
-        else:
-            if generator is None:
-                generator = llama_generator(choice)
-            text, cut_off = generator(prompt)
-            generated_any = True
-            problem = question_problem(text, row, cut_off)
-            # a refused question is not stored (it may be garbled or flagged): only the reason is
-            entry = {"model": choice.fingerprint, "prompt": PROMPT_VERSION, "context": prompt_hash,
-                     "question": None if problem else " ".join(text.split()), "reason": problem}
-            if entry["question"]:
-                report.generated += 1
-        entries[row["id"]] = entry
-        new = {**row, "messages": [dict(m) for m in row["messages"]]}
-        if entry.get("question"):
-            new["messages"][1]["content"] = entry["question"]
-            new["user_turn"] = "model"
-        else:
-            new["user_turn"] = "template"
-            fallback[entry.get("reason") or "unknown"] += 1
-        out.append(new)
-    if generated_any or set(entries) != set(cache):
+                new["messages"][1]["content"] = entry["question"]
+                new["user_turn"] = "model"
+            else:
+                new["user_turn"] = "template"
+                fallback[entry.get("reason") or "unknown"] += 1
+            out.append(new)
+            if generated_any and len(entries) % 32 == 0:  # an interrupted first run keeps what it made
+                atomic_write_json(cache_file, {"format": CACHE_FORMAT, "entries": {**cache, **entries}})
+        complete = True
+    finally:
+        if owned is not None:
+            owned.close()
+    if complete and (generated_any or set(entries) != set(cache)):
         # only the current examples: a deleted note's question does not outlive it
         atomic_write_json(cache_file, {"format": CACHE_FORMAT, "entries": entries})
     report.fallback = dict(sorted(fallback.items()))
@@ -277,13 +287,22 @@ def backtranslate_user_turns(rows: list[dict], config: ForgeSettings, *, generat
     return out, report
 
 
-def backtranslation_enabled(config: ForgeSettings) -> bool:
-    """The setting when given; unset: on with a CUDA GPU, off on the CPU (CPU_DEFAULT says why)."""
-    if config.backtranslate_user_turns is not None:
-        return config.backtranslate_user_turns
+def gpu_generation() -> bool:
+    """llama.cpp can offload to a CUDA GPU here (torch is imported only when the build can)."""
+    from llama_cpp import llama_supports_gpu_offload
+
+    if not llama_supports_gpu_offload():
+        return False
     from forge_pipeline.training.base_model import cuda_available
 
-    return cuda_available() or CPU_DEFAULT
+    return cuda_available()
+
+
+def backtranslation_enabled(config: ForgeSettings) -> bool:
+    """The setting when given; unset: on where generation runs on a GPU, CPU_DEFAULT on the CPU."""
+    if config.backtranslate_user_turns is not None:
+        return config.backtranslate_user_turns
+    return gpu_generation() or CPU_DEFAULT
 
 
 CPU_DEFAULT = False  # measured in the README's extraction section
