@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from forge_pipeline.curation.curate import curate
 from forge_pipeline.extraction.extractor import TrainingDataExtractor
 from forge_pipeline.extraction.inventory import VaultError, inventory_notes
+from forge_pipeline.extraction.note import scan_options_from_settings
 from forge_pipeline.files import atomic_write_json, read_jsonl
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
 
@@ -28,7 +29,9 @@ def _preview(examples: list[dict], n: int = 5) -> MetadataValue:
 @asset(group_name=GROUP, description="Inventory of the vault's notes: path, sha256, size, mtime.")
 def vault_notes(context: AssetExecutionContext, forge: ForgeSettingsResource) -> MaterializeResult:
     config = forge.settings()
-    inv = inventory_notes(config.vault_dir, config.excluded_folders, config.max_note_bytes)
+    # the same scan options as extraction (private folders and globs), file names redacted as extraction does
+    inv = inventory_notes(config.vault_dir, options=scan_options_from_settings(config),
+                          phone_regions=tuple(config.phone_regions))
     if not inv["notes"]:
         raise VaultError(f"no Markdown notes found in vault {config.vault_dir}")
     path = atomic_write_json(config.training_data_dir / "vault_inventory.json", inv)

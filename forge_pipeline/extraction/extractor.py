@@ -34,6 +34,7 @@ from forge_pipeline.files import (
     sha256_text,
     write_jsonl,
 )
+from forge_pipeline.privacy.names import redact_file_entries, shown_path
 
 
 def _path_key(rel_path: str) -> str:
@@ -68,8 +69,11 @@ def extract_vault(vault: Path, opts: NoteOptions, scan_opts: ScanOptions, cache_
     cache = _load_cache(cache_path, fingerprint)
     new_cache: dict[str, dict] = {}
     examples: list[dict] = []
+    # file names reach the CLI, the stats and Dagster's log: shown with their secrets redacted
+    regions = opts.phone_regions
     report = ExtractionReport(vault=str(Path(vault).expanduser().resolve()), notes_scanned=len(scan.notes),
-                              notes_skipped=list(scan.skipped), warnings=list(scan.warnings))
+                              notes_skipped=redact_file_entries(scan.skipped, regions),
+                              warnings=redact_file_entries(scan.warnings, regions))
     redactions, private_notes, blocks = Counter(), Counter(scan.private), Counter()
     for note in _iter_notes(scan.notes, progress):
         key = _path_key(note.rel_path)
@@ -81,8 +85,9 @@ def extract_vault(vault: Path, opts: NoteOptions, scan_opts: ScanOptions, cache_
             try:
                 raw = note.path.read_bytes()
             except OSError as e:
-                report.warnings.append({"file": note.rel_path, "problem": f"unreadable: {e.strerror or e}"})
-                report.notes_skipped.append({"file": note.rel_path, "reason": "unreadable"})
+                report.warnings.append({"file": shown_path(note.rel_path, regions),
+                                        "problem": f"unreadable: {e.strerror or e}"})
+                report.notes_skipped.append({"file": shown_path(note.rel_path, regions), "reason": "unreadable"})
                 continue
             if entry is not None and entry.get("sha256") == sha256_bytes(raw):
                 report.notes_from_cache += 1  # touched but unchanged
@@ -94,10 +99,10 @@ def extract_vault(vault: Path, opts: NoteOptions, scan_opts: ScanOptions, cache_
         if entry["private"]:
             private_notes[entry["private"]] += 1  # not named: the name can be as private as the text
             continue
-        report.warnings += [{"file": note.rel_path, "problem": w} for w in entry["warnings"]]
+        report.warnings += [{"file": shown_path(note.rel_path, regions), "problem": w} for w in entry["warnings"]]
         if entry["skipped"]:
-            report.notes_skipped.append({"file": note.rel_path, "reason": entry["skipped"]})
-            report.warnings.append({"file": note.rel_path, "problem": entry["skipped"]})
+            report.notes_skipped.append({"file": shown_path(note.rel_path, regions), "reason": entry["skipped"]})
+            report.warnings.append({"file": shown_path(note.rel_path, regions), "problem": entry["skipped"]})
             continue
         blocks.update(entry["private_blocks"])
         redactions.update(entry["redactions"])

@@ -159,11 +159,16 @@ def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_
 
 
 def inventory_notes(vault: Path, excluded_folders: list[str] | None = None, max_note_bytes: int = 1_000_000,
-                    options: ScanOptions | None = None) -> dict:
-    """The vault's notes with content hash, size and mtime, plus what was skipped and why."""
+                    options: ScanOptions | None = None, phone_regions: tuple[str, ...] | None = None) -> dict:
+    """The vault's notes with content hash, size and mtime, plus what was skipped and why. It is stored and
+    logged, so every file name in it is shown with its secrets redacted (forge_pipeline/privacy/names.py)."""
     from datetime import datetime, timezone
 
+    from forge_pipeline.extraction.redaction import DEFAULT_PHONE_REGIONS
     from forge_pipeline.files import sha256_file
+    from forge_pipeline.privacy.names import redact_file_entries, shown_path
+
+    regions = tuple(phone_regions or DEFAULT_PHONE_REGIONS)
 
     scan = scan_vault(vault, excluded_folders, max_note_bytes, options)
     notes, warnings = [], list(scan.warnings)
@@ -173,7 +178,8 @@ def inventory_notes(vault: Path, excluded_folders: list[str] | None = None, max_
         except OSError as e:
             warnings.append({"file": n.rel_path, "problem": f"unreadable: {e.strerror or e}"})
             continue
-        notes.append({"path": n.rel_path, "sha256": digest, "size": n.size,
+        notes.append({"path": shown_path(n.rel_path, regions), "sha256": digest, "size": n.size,
                       "mtime": datetime.fromtimestamp(n.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")})
-    return {"vault": str(Path(vault).expanduser().resolve()), "notes": notes, "skipped": scan.skipped,
-            "warnings": warnings, "private_excluded": dict(scan.private)}
+    return {"vault": str(Path(vault).expanduser().resolve()), "notes": notes,
+            "skipped": redact_file_entries(scan.skipped, regions), "warnings": redact_file_entries(warnings, regions),
+            "private_excluded": dict(scan.private)}

@@ -27,6 +27,7 @@ from forge_pipeline.extraction.markdown import parse_note, split_frontmatter
 from forge_pipeline.extraction.optout import note_private_reason, private_blocks
 from forge_pipeline.extraction.redaction import DEFAULT_PHONE_REGIONS, redact, redaction_fingerprint
 from forge_pipeline.files import sha256_bytes, sha256_text
+from forge_pipeline.privacy.names import redact_path, redact_tags
 
 CACHE_VERSION = 3
 DATE_IN_NAME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -35,7 +36,8 @@ DATE_IN_NAME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})")
 def _code_fingerprint() -> str:
     # A change to the extraction code invalidates cached results just like a change to the rules.
     here = Path(__file__).resolve().parent
-    return sha256_text("".join(p.read_text(encoding="utf-8") for p in sorted(here.glob("*.py"))))
+    files = [*sorted(here.glob("*.py")), here.parent / "privacy" / "names.py"]  # names.py redacts paths and tags
+    return sha256_text("".join(p.read_text(encoding="utf-8") for p in files))
 
 
 class NoteTimeBudgetExceeded(Exception):
@@ -109,13 +111,9 @@ def decode_note(raw: bytes) -> tuple[str, str | None]:
 
 def _redact_path(rel_path: str, counts: Counter, phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> str:
     """The path keeps its folders and extension; a secret written in a name is replaced."""
-    parts = []
-    for part in rel_path.split("/"):
-        stem, dot, ext = part.rpartition(".") if part.endswith(".md") else (part, "", "")
-        clean, c = redact(stem, phone_regions)  # without ".md", which reads as Moldova's domain
-        counts.update(c)
-        parts.append(clean + dot + ext)
-    return "/".join(parts)
+    clean, c = redact_path(rel_path, phone_regions, redact)  # this module's redact (tests simulate misses on it)
+    counts.update(c)
+    return clean
 
 
 @contextlib.contextmanager
@@ -198,6 +196,9 @@ def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, c
             reflection.section, c = redact(reflection.section, opts.phone_regions)
             redactions.update(c)
             example_redactions.update(c)
+        tags, c = redact_tags(reflection.tags, opts.phone_regions, redact)  # a tag can hold a token or an e-mail
+        redactions.update(c)
+        example_redactions.update(c)
         ex_id = example_id(rel_path, reflection.section, reflection.text)
         result.examples.append({
             "id": ex_id,
@@ -205,7 +206,7 @@ def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, c
                                        summary=summary if reflection.kind != "section" or summary != reflection.text
                                        else None, system_prompt=opts.system_prompt),
             "source_file": source_file,
-            "tags": reflection.tags,
+            "tags": tags,
             "date": day,
             "kind": reflection.kind,
             "section": reflection.section,
