@@ -236,7 +236,7 @@ def test_seed_client_interfaces(server, monkeypatch, models_home):
     from forge_pipeline.config import load_config
     from forge_pipeline.reload import get_model_status, reload_model
 
-    monkeypatch.setenv("FORGE_SERVE_PORT", str(server.port))
+    monkeypatch.setenv("FORGE_SERVING_URL", server.url)  # a non-default port: one setting says where serving is
     cfg = load_config(home=str(models_home))
     status = get_model_status(cfg)
     assert status["serving"] == "up" and status["size_mb"] > 0
@@ -250,3 +250,43 @@ def test_seed_client_interfaces(server, monkeypatch, models_home):
                            "-d", json.dumps({"model_path": str(models_home / "models" / "v-a" / "companion-a.gguf")})],
                           capture_output=True, text=True, timeout=120)
     assert json.loads(curl.stdout)["status"] == "reloaded"
+
+
+def test_serving_binds_where_FORGE_SERVING_URL_says_and_the_client_waits_for_it(models_home, monkeypatch):
+    """Server and every client read one setting; the client retries with backoff while serving starts."""
+    import httpx as _httpx
+
+    from serving.client import ServingAdminClient, ServingRefused
+
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "FORGE_HOME": str(models_home), "FORGE_SERVING_URL": url}
+    env.pop("FORGE_ADMIN_TOKEN", None)
+    monkeypatch.setenv("FORGE_SERVING_URL", url)
+    monkeypatch.delenv("FORGE_ADMIN_TOKEN", raising=False)
+    client = ServingAdminClient.from_env(backoff_s=0.5, max_attempts=9)
+    proc = {}
+
+    def start_later():
+        time.sleep(1.5)
+        proc["p"] = subprocess.Popen([sys.executable, "-m", "serving", "--model",
+                                      str(models_home / "models" / "v-a" / "companion-a.gguf")], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    t = threading.Thread(target=start_later)
+    t.start()
+    try:
+        assert client.base_url == url
+        status = client.status()  # refused connections first, then the answer
+        assert status["state"] == "ready"
+        assert client.health()["status"] == "ready"
+        out = client.reload(models_home / "models" / "v-b")
+        assert out["model"]["version"] == "v-b"
+        assert client.rollback()["model"]["version"] == "v-a"
+        with pytest.raises(ServingRefused) as e:
+            client.reload("/etc/passwd")
+        assert e.value.status == 400
+        assert _httpx.get(url + "/health").status_code == 200
+    finally:
+        t.join()
+        proc["p"].terminate()
+        proc["p"].wait(30)

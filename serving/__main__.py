@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int)
     ap.add_argument("--model", help="GGUF served when no deployment is recorded under FORGE_HOME")
     args = ap.parse_args(argv)
-    overrides = {k: v for k, v in (("serve_host", args.host), ("serve_port", args.port), ("model_path", args.model)) if v}
     try:
-        settings = ServingSettings(**overrides)
+        settings = ServingSettings(**({"model_path": args.model} if args.model else {}))
+        settings = settings.with_bind(args.host, args.port)
         host, port = settings.bind_host, settings.bind_port
     except ValueError as e:
         print(f"forge serve: {e}", file=sys.stderr)

@@ -39,10 +39,8 @@ class ServingSettings(BaseSettings):
 
     home: Path = Field(Path("~/.companion"), description="FORGE_HOME: deployment history lives in serving/ under it.")
     serving_url: str = Field(DEFAULT_URL, description="FORGE_SERVING_URL: where serving lives. The server binds to "
-                             "its host and port; clients send requests there.")
-    serve_host: Optional[str] = Field(None, description="Bind address; default: FORGE_SERVING_URL's host "
-                                      "(`forge serve --host`). Anything but loopback needs an admin token.")
-    serve_port: Optional[int] = Field(None, description="Bind port; default: FORGE_SERVING_URL's port (`--port`).")
+                             "its host and port (unless `forge serve --host/--port`); clients send requests "
+                             "there. Anything but loopback needs an admin token.")
     model_path: Optional[Path] = Field(None, description="FORGE_MODEL_PATH: GGUF served when no deployment is recorded.")
     n_ctx: int = Field(2048, ge=128, description="Context size in tokens.")
     n_threads: Optional[int] = Field(None, description="CPU threads for generation (default: llama.cpp's choice).")
@@ -74,13 +72,22 @@ class ServingSettings(BaseSettings):
     def _comma_list(cls, v):
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
+    def with_bind(self, host: Optional[str] = None, port: Optional[int] = None) -> ServingSettings:
+        """`forge serve --host/--port`: this process binds elsewhere than FORGE_SERVING_URL says."""
+        if not host and not port:
+            return self
+        h, p = split_url(self.serving_url)
+        host = host or h
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return self.model_copy(update={"serving_url": f"http://{host}:{port or p}"})
+
     @property
     def bind_host(self) -> str:
-        return self.serve_host or split_url(self.serving_url)[0]
+        return split_url(self.serving_url)[0]
 
     @property
     def bind_port(self) -> int:
-        return self.serve_port or split_url(self.serving_url)[1]
+        return split_url(self.serving_url)[1]
 
     @property
     def beyond_loopback(self) -> bool:
