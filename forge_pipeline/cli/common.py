@@ -1,7 +1,46 @@
-"""What every `forge` command shares: settings from the global flags, and printing."""
+"""What every `forge` command shares: settings from the global flags, help formatting, quiet libraries, printing."""
 from __future__ import annotations
 
+import argparse
 import json
+import os
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default unless its help already says what the default is (device- or
+    setting-dependent defaults are written out in the help text)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_global_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """--home and --verbose, accepted before or after the command (after wins)."""
+    default = None if top else argparse.SUPPRESS  # a subcommand leaves the top-level value alone unless given
+    known = {o for a in parser._actions for o in a.option_strings}
+    if "--home" not in known:
+        parser.add_argument("--home", default=default, help="data home (default: FORGE_HOME, else ~/.companion)")
+    if "--verbose" not in known:
+        parser.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                            help="show library warnings, progress bars and debug logs (default: quiet)")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Library chatter (deprecation warnings, Hugging Face progress bars, transformers' info logs) is off
+    unless --verbose; forge's own progress and messages stay."""
+    if verbose:
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|torch|peft|trl|accelerate)")
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("DATASETS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
 
 
 def config_from_args(args):

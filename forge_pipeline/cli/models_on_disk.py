@@ -1,0 +1,68 @@
+"""Which model `forge serve` and `forge up` start serving when none is named: the live one (serving's own
+deployment record), else the newest export that passed its checks and was not refused by the evaluation
+gate. Plain functions over FORGE_HOME; no Dagster, no server needed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Choice:
+    model: Optional[Path]  # what to pass as --model (None: let serving come back on its live model, or none)
+    base: Optional[Path]  # the base GGUF an adapter goes on
+    why: str  # one sentence for the user
+
+
+def live_model(settings) -> Optional[dict]:
+    """serving's record of the model it last ran (FORGE_HOME/serving/deployments.json), if that file still exists."""
+    from serving.deployments import DeploymentHistory
+
+    current = DeploymentHistory(settings.serving_dir / "deployments.json", settings.home_dir).read().get("current")
+    return current if current and Path(current.get("path", "")).is_file() else None
+
+
+def _refused(settings, sha256: str) -> bool:
+    """An evaluation decision that refused this file (stored by the nightly's evaluation step)."""
+    import json
+
+    for decision in Path(settings.evaluation_dir).glob("*/decision.json"):
+        try:
+            data = json.loads(decision.read_text())
+            report = json.loads((decision.parent / "report.json").read_text())
+        except (OSError, ValueError):
+            continue
+        candidate = (report.get("models") or {}).get("candidate") or {}
+        if sha256 in str(candidate) and data.get("deploy") is False:
+            return True
+    return False
+
+
+def newest_validated(settings) -> Optional[tuple[Path, Optional[Path], str]]:
+    """(file, base GGUF for an adapter, version) of the newest export whose validation passed."""
+    from forge_pipeline.export.manifest import list_versions
+    from forge_pipeline.export.validate import degenerate_problems, load_problems, parity_problems
+
+    for manifest, folder in reversed(list_versions(settings.models_dir)):
+        v = manifest.validation
+        if load_problems(v) or degenerate_problems(v) or parity_problems(v) or _refused(settings, manifest.sha256):
+            continue
+        path = manifest.gguf_path(folder)
+        base = manifest.base_path(settings.home_dir)
+        if path.is_file() and (base is None or base.is_file()):
+            return path, base, manifest.version
+    return None
+
+
+def choose_model(settings) -> Choice:
+    live = live_model(settings)
+    if live:
+        return Choice(None, None, f"serving the live model {live.get('version') or Path(live['path']).name} "
+                                  f"(deployed {live.get('loaded_at') or live.get('at') or 'earlier'})")
+    found = newest_validated(settings)
+    if found:
+        path, base, version = found
+        return Choice(path, base, f"no model deployed yet: serving the newest validated export {version}")
+    return Choice(None, None, "no model yet: serving starts without one (run `dg launch --job forge_job`; "
+                              "the deploy sensor, or `forge reload`, loads the result)")
