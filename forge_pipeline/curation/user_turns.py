@@ -37,6 +37,7 @@ CACHE_FORMAT = 1
 SUMMARY_MARK = "\nContext - the day in short: "  # how chat_examples.build_messages appends the summary
 MAX_ENTRY_CHARS = 700  # the reflection's start is enough to ask about; keeps the prompt ~250 tokens
 MAX_NEW_TOKENS = 48
+N_CTX = 2048
 
 # Made-up notes (no vault text): they show the model the form. A base model copies the last one's
 # pattern, so they vary in kind (why / how / what) and in whether a date and section are known.
@@ -112,18 +113,19 @@ def day_summary(row: dict) -> Optional[str]:
     return user.split(SUMMARY_MARK, 1)[1].strip() if SUMMARY_MARK in user else None
 
 
-def _entry(text: str) -> str:
+def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= MAX_ENTRY_CHARS else text[:MAX_ENTRY_CHARS].rsplit(" ", 1)[0] + " ..."
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def build_prompt(row: dict) -> str:
     """Fixed few-shot examples, then this example's context and reflection only (never another note's)."""
     shots = "".join(f"Note: {n}\nEntry: {e}\nQuestion: {q}\n\n" for n, e, q in FEW_SHOT)
     summary = day_summary(row)
-    day = f"Day: {' '.join(summary.split())}\n" if summary else ""
-    return (f"{HEADER}{shots}Note: {note_context(row)}\n{day}Entry: {_entry(row['messages'][-1]['content'])}\n"
-            f"Question:")
+    day = f"Day: {_clip(summary, 300)}\n" if summary else ""
+    # bounded (~1,300 characters besides the fixed part), so it always fits N_CTX
+    return (f"{HEADER}{shots}Note: {_clip(note_context(row), 200)}\n{day}"
+            f"Entry: {_clip(row['messages'][-1]['content'], MAX_ENTRY_CHARS)}\nQuestion:")
 
 
 def _words(text: str) -> list[str]:
@@ -203,7 +205,7 @@ class LlamaGenerator:
     def __init__(self, choice: ModelChoice):
         from llama_cpp import Llama, llama_supports_gpu_offload
 
-        self.llm = Llama(str(choice.path), n_ctx=1024, n_threads=max(1, os.cpu_count() or 1), seed=0,
+        self.llm = Llama(str(choice.path), n_ctx=N_CTX, n_threads=max(1, os.cpu_count() or 1), seed=0,
                          verbose=False, n_gpu_layers=-1 if choice.gpu and llama_supports_gpu_offload() else 0)
 
     def __call__(self, prompt: str) -> tuple[str, bool]:
