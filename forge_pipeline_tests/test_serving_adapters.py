@@ -1,0 +1,198 @@
+"""LoRA adapters served on a resident base (issue 14), for real: a tiny Llama base GGUF, adapter GGUFs in
+llama.cpp's format written with the gguf library (forge_pipeline_tests.helpers.make_lora_gguf), uvicorn and
+llama-cpp-python. Answers are checked against llama-cpp-python's own `Llama(lora_path=...)` in this process."""
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import pytest
+
+from forge_pipeline_tests.helpers import Server, make_lora_gguf
+from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+pytestmark = pytest.mark.slow
+MSG = [{"role": "user", "content": "What did I learn this week?"}]
+ASK = {"messages": MSG, "max_tokens": 12, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("adapters")
+    base = make_tiny_gguf(work / "base.gguf", seed=3, work=work)
+    other = make_tiny_gguf(work / "other.gguf", seed=4, work=work)
+    return {"base": base, "other": other, "a": make_lora_gguf(base, work / "a.gguf", seed=1, std=0.2),
+            "b": make_lora_gguf(base, work / "b.gguf", seed=2, std=0.2)}
+
+
+@pytest.fixture
+def home(tmp_path, files):
+    home = tmp_path / "home"
+    (home / "base_models" / "tiny").mkdir(parents=True)
+    shutil.copy2(files["base"], home / "base_models" / "tiny" / "base.gguf")
+    for v in ("a", "b"):
+        (home / "models" / f"v-{v}").mkdir(parents=True)
+        shutil.copy2(files[v], home / "models" / f"v-{v}" / f"adapter-{v}.gguf")
+    return home
+
+
+def adapter(home, v):
+    return str(home / "models" / f"v-{v}" / f"adapter-{v}.gguf")
+
+
+@pytest.fixture
+def server(home):
+    s = Server(home, model=home / "base_models" / "tiny" / "base.gguf").wait()
+    yield s
+    s.stop()
+
+
+def reference(base, lora=None) -> str:
+    from llama_cpp import Llama
+
+    llm = Llama(str(base), n_ctx=512, verbose=False, **({"lora_path": str(lora)} if lora else {}))
+    try:
+        return llm.create_chat_completion(**ASK)["choices"][0]["message"]["content"]
+    finally:
+        llm.close()
+
+
+def answer(server, model=None) -> tuple[str, str]:
+    r = server.post("/v1/chat/completions", json={**ASK, **({"model": model} if model else {})})
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"], r.json()["model"]
+
+
+def test_an_adapter_swaps_in_on_the_resident_base_and_answers_like_llama_cpp(server, home, files):
+    base_text, base_id = answer(server)
+    assert base_text == reference(files["base"])
+    base_sha = server.get("/admin/model-status").json()["sha256"]
+
+    r = server.post("/admin/reload-model", json={"model_path": adapter(home, "a")})
+    assert r.status_code == 200, r.text
+    a = r.json()["model"]
+    assert a["kind"] == "adapter" and a["base_sha256"] == base_sha and a["version"] == "v-a"
+    a_text, a_id = answer(server)
+    assert a_id == a["model_id"] and a_text == reference(files["base"], files["a"]) and a_text != base_text
+
+    b = server.post("/admin/reload-model", json={"model_path": adapter(home, "b")}).json()["model"]
+    b_text, _ = answer(server)  # same prompt right after the swap: no stale KV from adapter a
+    assert b_text == reference(files["base"], files["b"]) and b_text not in (a_text, base_text)
+
+    # side by side: the bare base and the previous adapter, still resident; the model field says which
+    assert answer(server, "base") == (base_text, base_id)
+    assert answer(server, "previous") == (a_text, a_id)
+    models = {m["role"]: m for m in server.get("/v1/models").json()["data"]}
+    assert set(models) == {"live", "base", "previous"}
+    assert models["live"]["id"] == b["model_id"] and models["previous"]["id"] == a_id and models["base"]["id"] == base_id
+    assert all(m["sha256"] and m["loaded_at"] and m["version"] for m in models.values())
+
+    r = server.post("/admin/rollback")  # the previous adapter is resident: a pointer swap
+    assert r.status_code == 200 and r.json()["model"]["model_id"] == a_id
+    assert answer(server) == (a_text, a_id)
+
+
+def test_a_restart_comes_back_on_the_adapter_and_its_base(home):
+    s = Server(home, model=home / "base_models" / "tiny" / "base.gguf").wait()
+    try:
+        a = s.post("/admin/reload-model", json={"model_path": adapter(home, "a")}).json()["model"]
+        text, _ = answer(s)
+    finally:
+        s.stop()
+    record = json.loads((home / "serving" / "deployments.json").read_text())
+    assert record["current"]["path"] == "models/v-a/adapter-a.gguf"  # relative to FORGE_HOME
+    assert record["current"]["base_path"] == "base_models/tiny/base.gguf"
+    s = Server(home).wait()
+    try:
+        status = s.get("/admin/model-status").json()
+        assert status["kind"] == "adapter" and status["sha256"] == a["sha256"]
+        assert answer(s) == (text, a["model_id"])
+    finally:
+        s.stop()
+
+
+def write_bad_shape_adapter(base, out, sha):
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", 8.0)
+    w.add_string("forge.base_gguf_sha256", sha)
+    w.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 65), dtype=np.float32))  # the base has 64 inputs
+    w.add_tensor("blk.0.attn_q.weight.lora_b", np.zeros((64, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_a_mismatched_or_damaged_adapter_is_refused_and_the_old_one_serves_on(server, home, files):
+    assert server.post("/admin/reload-model", json={"model_path": adapter(home, "a")}).status_code == 200
+    before = server.get("/admin/model-status").json()
+    bad = home / "models" / "bad"
+    bad.mkdir()
+    sha = before["base_sha256"]
+    cases = {
+        "other base": make_lora_gguf(files["other"], bad / "other.gguf", seed=5),
+        "no base recorded": make_lora_gguf(files["base"], bad / "nokey.gguf", seed=5, base_sha256=None),
+        "wrong shapes": bad / "shape.gguf",
+    }
+    write_bad_shape_adapter(files["base"], cases["wrong shapes"], sha)
+    cut = bad / "cut.gguf"
+    data = (home / "models" / "v-b" / "adapter-b.gguf").read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    cases["truncated"] = cut
+    messages = {}
+    for why, path in cases.items():
+        r = server.post("/admin/reload-model", json={"model_path": str(path)})
+        assert r.status_code == 422, (why, r.text)
+        messages[why] = r.json()["error"]["message"]
+        after = server.get("/admin/model-status").json()
+        assert after["sha256"] == before["sha256"] and after["state"] == "ready"
+        assert answer(server)[1] == before["model_id"]
+    assert "made for the base GGUF" in messages["other base"]
+    assert "forge.base_gguf_sha256" in messages["no base recorded"]
+    assert "truncated" in messages["truncated"] or "validation" in messages["truncated"]
+    assert "validation" in messages["wrong shapes"]
+    assert server.proc.poll() is None
+
+
+def test_swapping_adapters_under_streaming_load_drops_and_mixes_nothing(server, home):
+    refs = {}
+    for v in ("a", "b"):
+        m = server.post("/admin/reload-model", json={"model_path": adapter(home, v)}).json()["model"]
+        refs[m["model_id"]] = answer(server)[0]
+    results, errors, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=120,
+                                  json={**ASK, "stream": True}) as r:
+                    if r.status_code != 200:
+                        errors.append(r.status_code)
+                        continue
+                    chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+                    results.append(({c["model"] for c in chunks},
+                                    "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)))
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for v in ("a", "b") * 4:
+        time.sleep(0.2)
+        assert server.post("/admin/reload-model", json={"model_path": adapter(home, v)}).status_code == 200
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(results) >= 6
+    for models, text in results:
+        assert len(models) == 1  # one model per answer
+        [model_id] = models
+        assert text == refs[model_id], (model_id, text)  # and exactly that model's answer: no mix, no stale KV
+    assert len({next(iter(m)) for m, _ in results}) == 2
