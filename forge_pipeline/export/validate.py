@@ -130,8 +130,12 @@ def open_llama(gguf_path: Path, lora: Path | None = None, **kwargs):
     a refused adapter comes back as a NULL pointer object, never None, its `is None` check passes, and the
     model silently runs without the adapter (seen here with an adapter of the wrong hidden size: llama.cpp
     logs "tensor ... has incorrect shape", Llama() returns normally)."""
+    import llama_cpp
     from llama_cpp import Llama
 
+    # Every layer on the GPU when llama.cpp was built with one (an 8B q4_k_m evaluated on the CPU takes
+    # minutes); a CPU build reports no offload and keeps 0.
+    kwargs.setdefault("n_gpu_layers", -1 if llama_cpp.llama_supports_gpu_offload() else 0)
     llm = Llama(str(gguf_path), verbose=False, lora_path=str(lora) if lora else None, **kwargs)
     if lora and not llm._lora_adapter:
         llm.close()
