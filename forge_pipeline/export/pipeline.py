@@ -24,7 +24,6 @@ from pathlib import Path
 
 from forge_pipeline.export.base_gguf import cached_base_gguf, ensure_base_gguf, tokenizer_digest
 from forge_pipeline.export.gguf import QUANTIZATIONS, convert_to_gguf, default_quantization, quantize_gguf
-from forge_pipeline.export.gguf_probe import run_probe
 from forge_pipeline.export.lora_gguf import adapter_base_problems, base_hparams, write_adapter_gguf
 from forge_pipeline.export.manifest import (
     BaseGGUFRef,
@@ -142,13 +141,18 @@ def validate_export(gguf: Path, reference_dir: Path, eval_rows: list[dict], quan
     prompts = [r["messages"][:-1] for r in eval_rows[:n_prompts]] or \
               [[{"role": "user", "content": "What did I learn this week?"}]]
     seqs = eval_sequences(tokenizer_dir or reference_dir, eval_rows) if eval_rows else []
-    probe = run_probe(gguf, prompts, seqs, lora=lora)  # a crash is a finding, not our death
-    result = {"loads": probe["loads"], "has_chat_template": bool(probe.get("chat_template")),
-              "chat_template": probe.get("chat_template"), "answers": probe.get("answers", []),
-              "degenerate": [degeneracy(a) for a in probe.get("answers", [])], "load_error": probe.get("error")}
-    if seqs and probe.get("gguf_perplexity") is not None:
+    # serving's probe: llama.cpp in a child process (a crash is a finding, not our death), the adapter applied
+    # as serving applies it
+    from serving.probe import probe_gguf
+
+    probe = probe_gguf(Path(gguf), lora=lora, prompts=prompts, max_tokens=48, seqs=seqs, n_ctx=1024,
+                       timeout_s=1800)
+    result = {"loads": bool(probe.get("ok")), "has_chat_template": bool(probe.get("chat_template")),
+              "chat_template": probe.get("chat_template"), "answers": probe.get("answers") or [],
+              "degenerate": [degeneracy(a) for a in probe.get("answers") or []], "load_error": probe.get("error")}
+    if seqs and probe.get("perplexity") is not None:
         hf_ppl = hf_perplexity(reference_dir, seqs, adapter_dir=adapter_dir)
-        g_ppl = probe["gguf_perplexity"]
+        g_ppl = probe["perplexity"]
         ok, ratio, tol = parity_ok(g_ppl, hf_ppl, quant, tolerances)
         result.update(hf_perplexity=round(hf_ppl, 4), gguf_perplexity=round(g_ppl, 4), perplexity_ratio=round(ratio, 4),
                       parity_tolerance=tol, parity_ok=ok, parity_sequences=len(seqs))
