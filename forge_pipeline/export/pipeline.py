@@ -9,6 +9,7 @@ Two kinds (``export_model(merged=...)``):
 A version is the export time plus the adapter's fingerprint; re-exporting the same adapter as the same kind
 and quantization reuses the existing version (status "cached"). After each export, old versions are pruned
 (keep the newest N plus whatever serving uses). Everything published is 0600: it was trained on private notes.
+(A little over 300 lines: the two export kinds share one versioning, caching and pruning path, kept together.)
 """
 from __future__ import annotations
 
