@@ -24,7 +24,7 @@ from serving.errors import ServingError
 from serving.files import sha256_file
 from serving.gguf_header import GGUFHeaderError, read_gguf_header
 from serving.model_paths import BadModelError, ModelPathError, check_gguf_header, resolve_model_path
-from serving.probe import probe_gguf
+from serving.probe import ResidentValidator, probe_gguf
 from serving.worker import GenerationWorker
 
 
@@ -54,6 +54,7 @@ class Base:
     loaded_at: float
     worker: GenerationWorker
     architecture: Optional[str] = None
+    validator: Optional[ResidentValidator] = None
     leases: int = 0
     retired: bool = False
 
@@ -185,6 +186,8 @@ class ModelManager:
             a.base.worker.post(lambda a=a: self._free_adapter_now(a))
         for b in bases:
             b.worker.stop(join=False)
+            if b.validator is not None:
+                b.validator.close()
 
     @staticmethod
     def _free_adapter_now(a: Adapter) -> None:
@@ -205,8 +208,12 @@ class ModelManager:
         llm = self._loader(path)
         worker = GenerationWorker(llm, version_of(path), self._max_queued)
         arch = (getattr(llm, "metadata", None) or {}).get("general.architecture")
+        validator = None
+        if self._probe is probe_gguf:  # real models: adapters are checked on a resident copy of this base
+            validator = ResidentValidator(path)
+            threading.Thread(target=validator.start, args=(self._timeout,), daemon=True).start()
         return Base(llm=llm, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
-                    loaded_at=time.time(), worker=worker, architecture=arch)
+                    loaded_at=time.time(), worker=worker, architecture=arch, validator=validator)
 
     def _load_adapter(self, path: Path, header, base: Base) -> Adapter:
         meta = header.metadata
@@ -225,7 +232,8 @@ class ModelManager:
             raise BadModelError(f"{path.name} is for architecture {arch!r}; the base is {base.architecture!r}")
         if header.truncation():
             raise BadModelError(f"{path.name}: {header.truncation()}")
-        probe = self._probe(base.path, lora=path, timeout_s=self._timeout)
+        probe = (base.validator.check(path, self._timeout) if base.validator is not None
+                 else self._probe(base.path, lora=path, timeout_s=self._timeout))
         if not probe.get("ok"):
             raise BadModelError(f"{path.name} failed validation on {base.path.name}: {probe.get('error')}")
 
@@ -388,3 +396,5 @@ class ModelManager:
             self.live = self.prev = None
         for b in bases.values():
             b.worker.stop(join=True)
+            if b.validator is not None:
+                b.validator.close()
