@@ -3,7 +3,7 @@ evaluation -> swapped into a running server that keeps the 8B base resident. Eac
 unsloth peer runs in the same command (bench/results/gpu_nightly_h100.json).
 
     python -m bench.gpu.nightly_8b prepare MODEL_DIR WORK     # random Llama-3.1-8B, SentencePiece tokenizer, data
-    python -m bench.gpu.nightly_8b base MODEL_DIR WORK        # the base q4_k_m GGUF, built once per base (not nightly)
+    python -m bench.gpu.nightly_8b base MODEL_DIR WORK        # night 0: a short run whose export builds the base GGUF once
     python -m bench.gpu.nightly_8b run MODEL_DIR WORK OUT     # serving on the base, then the timed nightly process
     python -m bench.gpu.nightly_8b nightly MODEL_DIR WORK     # (the timed process itself; `run` starts it)
 
@@ -22,7 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-T_LAUNCH = float(os.environ.get("FORGE_BENCH_T_LAUNCH", time.time()))  # the parent's clock at our launch
+T_LAUNCH = float(os.environ.get("BENCH_T_LAUNCH", time.time()))  # the parent's clock at our launch
+# unsloth on the H100; `transformers` lets the same script be dry-run on a CPU with a tiny model.
+BACKEND = os.environ.get("BENCH_BACKEND", "unsloth")
+DEVICE = "cuda" if BACKEND == "unsloth" else "cpu"
+
+
+def _import_unsloth() -> None:
+    if BACKEND == "unsloth":
+        import unsloth  # noqa: F401  (before transformers, as in production)
 
 
 def prepare(model_dir: Path, work: Path) -> dict:
@@ -35,103 +43,87 @@ def prepare(model_dir: Path, work: Path) -> dict:
         subprocess.run([sys.executable, str(bare), "make", str(model_dir)], check=True)
     use_sentencepiece_tokenizer(model_dir)
     work.mkdir(parents=True, exist_ok=True)
-    make_data(work / "train.jsonl", str(model_dir), 500, (100, 400))
-    make_data(work / "eval.jsonl", str(model_dir), 50, (100, 400), seed=1)
+    make_data(work / "train-0.jsonl", str(model_dir), 500, (100, 400), seed=0)
+    make_data(work / "eval.jsonl", str(model_dir), 50, (100, 400), seed=99)
     return {"stage": "prepare", "s": round(time.time() - t, 1)}
 
 
-def base(model_dir: Path, work: Path) -> dict:
-    """The resident base: converted and quantized once per base model (FORGE_HOME/base_models in production)."""
-    from forge_pipeline.export.gguf import convert_to_gguf, quantize_gguf
+def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: dict) -> tuple:
+    """Train on this night's data, then export the adapter GGUF through the project's export_model (which
+    builds the base GGUF on the first night only, cached under FORGE_HOME/base_models)."""
+    from bench.gpu.train_shape import make_data
+    from forge_pipeline.export.pipeline import export_model
+    from forge_pipeline.training.config import resolve_training_config
+    from forge_pipeline.training.trainer import run_training
 
+    home = work / "home"
+    data = work / f"train-{data_seed}.jsonl"
+    if not data.exists():  # a later night: the vault grew, so the data differs and training really runs
+        make_data(data, str(model_dir), 500, (100, 400), seed=data_seed)
+    overrides = {"base_model": str(model_dir), "backend": BACKEND, "min_examples": 1, "max_steps": max_steps}
+    if BACKEND != "unsloth":  # the CPU dry run: a few short steps
+        overrides.update(max_steps=2, max_seq_length=128)
+    cfg = resolve_training_config(overrides, DEVICE)
     t = time.time()
-    f16 = convert_to_gguf(model_dir, work / "base-f16.gguf", "f16")
-    convert_s = time.time() - t
-    q = quantize_gguf(f16, work / "base-q4_k_m.gguf", "q4_k_m")
-    f16.unlink()
-    from forge_pipeline.files import sha256_file
+    report = run_training(data, home / "training", cfg, eval_path=work / "eval.jsonl", home=home,
+                          log=lambda m: print(m, file=sys.stderr))
+    stages["training_total_s"] = round(time.time() - t, 2)
+    stages["load_s"], stages["train_s"] = report.metrics.get("load_s"), report.metrics.get("train_s")
+    import torch
 
-    # serving refuses an adapter whose forge.base_gguf_sha256 is not the loaded base's: hash once, here
-    (work / "base-q4_k_m.sha256").write_text(sha256_file(q))
-    return {"stage": "base_gguf", "convert_s": round(convert_s, 1), "quantize_s": round(time.time() - t - convert_s, 1),
-            "size_mb": round(q.stat().st_size / 2**20, 1)}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    t = time.time()
+    exp = export_model(report.final_dir, home / "models", quant=os.environ.get("BENCH_QUANT", "q4_k_m"), validate=False, home=home,
+                       log=lambda m: print(m, file=sys.stderr))
+    stages["adapter_export_s"] = round(time.time() - t, 2)
+    stages["export_timings"] = exp.timings
+    return report, exp, data
 
 
-def _quick_eval(base_gguf: Path, adapter_gguf: Path, eval_rows: list[dict], probes: list[str]) -> dict:
-    """Fallback when forge_pipeline.evaluation is absent: eval loss through llama.cpp on the eval set and
-    greedy probe answers, base + adapter as served."""
-    import numpy as np
-    from llama_cpp import Llama
-
-    llm = Llama(str(base_gguf), lora_path=str(adapter_gguf), n_gpu_layers=-1, n_ctx=1024, logits_all=True,
-                verbose=False)
-    nll, n = 0.0, 0
-    for row in eval_rows:
-        text = " ".join(m["content"] for m in row["messages"])
-        toks = llm.tokenize(text.encode())[:1000]
-        llm.reset()
-        llm.eval(toks)
-        logits = np.asarray(llm.scores[: len(toks) - 1], dtype=np.float64)
-        logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-        nll += float((logz - logits[np.arange(len(toks) - 1), toks[1:]]).sum())
-        n += len(toks) - 1
-    answers = [llm.create_completion(p, max_tokens=48, temperature=0)["choices"][0]["text"] for p in probes]
-    return {"eval_loss": round(nll / max(n, 1), 4), "eval_tokens": n, "probe_answers": len(answers)}
+def base(model_dir: Path, work: Path) -> dict:
+    """Night 0: a short training whose export builds the resident base q4_k_m GGUF (once per base model)."""
+    stages: dict = {}
+    t = time.time()
+    _import_unsloth()
+    stages["imports_s"] = round(time.time() - t, 2)
+    _, exp, _ = _night(model_dir, work, data_seed=0, max_steps=2, stages=stages)
+    return {"stage": "night0_builds_base_gguf", **stages, "base_gguf": exp.base_gguf}
 
 
 def nightly(model_dir: Path, work: Path) -> dict:
     """The timed nightly, as the scheduled job runs it: train -> adapter GGUF -> evaluate -> swap."""
     stages = {"process_start_s": round(time.time() - T_LAUNCH, 2)}
     t = time.time()
-    import unsloth  # noqa: F401  (before transformers, as in production)
-
-    from forge_pipeline.training.config import TrainingConfig
-    from forge_pipeline.training.trainer import run_training
-
+    _import_unsloth()
     stages["imports_s"] = round(time.time() - t, 2)
-    cfg = TrainingConfig(base_model=str(model_dir), backend="unsloth", min_examples=1, save_steps=10_000,
-                         eval_steps=10_000)
-    t = time.time()
-    report = run_training(work / "train.jsonl", work / "training", cfg, home=work,
-                          log=lambda m: print(m, file=sys.stderr))
-    stages["training_total_s"] = round(time.time() - t, 2)
-    stages["load_s"], stages["train_s"] = report.metrics.get("load_s"), report.metrics.get("train_s")
-    import torch
+    report, exp, data = _night(model_dir, work, data_seed=1, max_steps=-1, stages=stages)
+    from forge_pipeline.evaluation.evaluate import evaluate_models
+    from forge_pipeline.evaluation.gate import decide
+    from forge_pipeline.evaluation.served import ServedModel
 
-    torch.cuda.empty_cache()
-    from forge_pipeline.export.lora_gguf import write_adapter_gguf
-
-    base_gguf = work / "base-q4_k_m.gguf"
-    sha_file = work / "base-q4_k_m.sha256"
-    if not sha_file.exists():  # a base made before the base phase recorded it
-        from forge_pipeline.files import sha256_file
-
-        sha_file.write_text(sha256_file(base_gguf))
+    adapter_path, base_gguf = Path(exp.gguf_path), Path(exp.base_gguf)
     t = time.time()
-    adapter = write_adapter_gguf(Path(report.final_dir), str(model_dir), work / "adapter.gguf",
-                                 {"base_gguf_sha256": sha_file.read_text().strip()})
-    stages["adapter_export_s"] = round(time.time() - t, 2)
-    adapter_path = Path(getattr(adapter, "path", work / "adapter.gguf"))
-    rows = [json.loads(line) for line in (work / "eval.jsonl").read_text().splitlines()]
-    probes = ["What did I learn this week?", "How do I feel about my work lately?", "What should I change next month?",
-              "Looking back, what mattered most?", "What am I avoiding?", "What gives me energy?",
-              "What did I decide about the project?", "What would I tell my past self?"]
-    t = time.time()
-    ev = _quick_eval(base_gguf, adapter_path, rows, probes)
+    ev = evaluate_models(ServedModel(base_gguf, adapter_path), ServedModel(base_gguf, None),
+                         adapter_dir=Path(report.final_dir), eval_path=work / "eval.jsonl", train_path=data,
+                         max_examples=50, log=lambda m: print(m, file=sys.stderr))
     stages["evaluation_s"] = round(time.time() - t, 2)
+    decision = decide(ev, against="base")
     import httpx
 
     t = time.time()
-    r = httpx.post(os.environ["FORGE_BENCH_SERVING"] + "/admin/reload-model",
+    r = httpx.post(os.environ["BENCH_SERVING"] + "/admin/reload-model",
                    json={"model_path": str(adapter_path)}, timeout=600)
     stages["swap_s"] = round(time.time() - t, 2)
     stages["swap_status"] = r.status_code
     stages["total_s"] = round(time.time() - T_LAUNCH, 2)
     m = report.metrics
-    return {"stage": "nightly", **stages, "adapter_size_mb": round(adapter_path.stat().st_size / 2**20, 1),
-            "evaluation": ev, "global_step": m.get("global_step"), "train_loss": m.get("train_loss"),
+    return {"stage": "nightly", **stages, "adapter_size_mb": exp.size_mb, "training_status": report.status,
+            "global_step": m.get("global_step"), "train_loss": m.get("train_loss"), "eval_loss": m.get("eval_loss"),
             "tokens_seen": m.get("tokens_seen"), "steady_tokens_per_s": m.get("steady_tokens_per_s"),
             "batch_layout": m.get("batch_layout"), "peak_memory_gib": m.get("peak_memory_gib"),
+            "evaluation_timings": getattr(ev, "timings", None), "gate_deploy": decision.deploy,
+            "gate_reasons": decision.reasons,
             "swap_response": r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text[:300]}
 
 
@@ -139,9 +131,10 @@ def run(model_dir: Path, work: Path, out: Path) -> None:
     import httpx
 
     port = 7399
-    env = {**os.environ, "FORGE_HOME": str(work / "home"), "FORGE_MODEL_PATH": str(work / "base-q4_k_m.gguf"),
+    base_gguf = sorted((work / "home" / "base_models").rglob("base-*.gguf"))[-1]
+    env = {**os.environ, "FORGE_HOME": str(work / "home"), "FORGE_MODEL_PATH": str(base_gguf),
            "FORGE_N_GPU_LAYERS": "-1", "FORGE_ALLOWED_MODEL_ROOTS": json.dumps([str(work)]),
-           "FORGE_SERVING_URL": f"http://127.0.0.1:{port}", "FORGE_SERVE_PORT": str(port)}
+           "FORGE_SERVING_URL": f"http://127.0.0.1:{port}"}
     server = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port)], env=env,
                               stdout=open(out / "serving.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -155,13 +148,13 @@ def run(model_dir: Path, work: Path, out: Path) -> None:
             time.sleep(1)
         rows = [{"stage": "serving_base_ready", "s": round(time.time() - t, 1)}]
         t0 = time.time()
-        env.update(FORGE_BENCH_T_LAUNCH=str(t0), FORGE_BENCH_SERVING=f"http://127.0.0.1:{port}")
+        env.update(BENCH_T_LAUNCH=str(t0), BENCH_SERVING=f"http://127.0.0.1:{port}")
         proc = subprocess.run([sys.executable, "-m", "bench.gpu.nightly_8b", "nightly", str(model_dir), str(work)],
                               env=env, capture_output=True, text=True)
         (out / "nightly.log").write_text(proc.stderr[-200_000:])
         wall = round(time.time() - t0, 2)
         for line in proc.stdout.splitlines():
-            if line.startswith("{"):
+            if line.startswith("{\""):
                 rows.append(json.loads(line) | {"wall_s": wall})
         if proc.returncode != 0:
             rows.append({"stage": "nightly", "exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-3:]})
