@@ -91,3 +91,22 @@ def test_file_names_are_redacted_in_dagster_logs_metadata_and_the_inventory(env)
     assert any(n["path"] == "Inbox/Thread with [EMAIL].md" for n in inv["notes"]), inv["notes"]
     assert not _leaks(json.dumps(inv))
     assert not _leaks(json.dumps(read_jsonl(config.curated_path) + [curate(config).__dict__]))
+
+
+def test_the_assets_show_a_per_example_redaction_report(env):
+    result = materialize([data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples],
+                         resources={"forge": ForgeSettingsResource()})
+    rows = read_jsonl(load_config().extracted_path)
+    md = result.asset_materializations_for_node("extracted_examples")[0].metadata
+    table = md["redaction_report"].value
+    assert table.startswith("| example | source (redacted) | kind | redactions by type |")
+    # one line per example with redactions, its counts as the row carries them (never a value)
+    for row in rows:
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row['id']} |"))
+        for kind, n in row["redactions"].items():
+            assert f"{kind} {n}" in line
+    assert md["redacted_examples"].value == sum(bool(r["redactions"]) for r in rows) == 2
+    curated_md = result.asset_materializations_for_node("curated_examples")[0].metadata
+    assert curated_md["redactions"].value["by_type"].get("EMAIL", 0) >= 1
+    assert "API_KEY 1" in curated_md["redaction_report"].value + table
+    assert not _leaks(table + curated_md["redaction_report"].value)

@@ -10,6 +10,7 @@ from forge_pipeline.extraction.inventory import VaultError, inventory_notes
 from forge_pipeline.extraction.note import scan_options_from_settings
 from forge_pipeline.files import atomic_write_json, read_jsonl
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
+from forge_pipeline.privacy.report import redaction_table, redaction_totals
 
 GROUP = "data"
 
@@ -68,6 +69,8 @@ def extracted_examples(context: AssetExecutionContext, forge: ForgeSettingsResou
         "notes_skipped": _md_table([(s["file"], s["reason"]) for s in stats["notes_skipped"]], ("file", "reason")),
         "warnings": _md_table([(w["file"], w["problem"]) for w in stats["warnings"]], ("file", "problem")),
         "redactions": MetadataValue.json(stats["redactions"]),
+        "redacted_examples": redaction_totals(examples)["redacted_examples"],
+        "redaction_report": _md_table(*redaction_table(examples)),  # counts by type per example, never values
         "preview": _preview(examples),
     })
 
@@ -77,7 +80,7 @@ def extracted_examples(context: AssetExecutionContext, forge: ForgeSettingsResou
 def curated_examples(context: AssetExecutionContext, forge: ForgeSettingsResource) -> MaterializeResult:
     config = forge.settings()
     report = curate(config)
-    train = read_jsonl(config.curated_path)
+    train, evals = read_jsonl(config.curated_path), read_jsonl(config.eval_path)
     by_tag = Counter(t.lower() for ex in train for t in ex["tags"])
     return MaterializeResult(metadata={
         "train_path": MetadataValue.path(report.train_path),
@@ -91,5 +94,7 @@ def curated_examples(context: AssetExecutionContext, forge: ForgeSettingsResourc
         "dropped": _md_table([(d["source_file"], d["reason"], d.get("duplicate_of", "")) for d in report.dropped[:50]],
                              ("source", "reason", "duplicate of")),
         "by_tag": _md_table(by_tag.most_common(20), ("tag", "examples")),
+        "redactions": MetadataValue.json(redaction_totals(train + evals)),
+        "redaction_report": _md_table(*redaction_table(train + evals)),  # counts by type per example, never values
         "preview": _preview(train),
     })
