@@ -25,7 +25,7 @@ from serving.files import sha256_file
 from serving.gguf_header import GGUFHeaderError, read_gguf_header
 from serving.model_paths import BadModelError, ModelPathError, check_gguf_header, resolve_model_path
 from serving.probe import ResidentValidator, probe_gguf
-from serving.worker import GenerationWorker
+from serving.worker import GenerationWorker, release_freed_memory
 
 
 class ReloadInProgress(RuntimeError):
@@ -139,6 +139,7 @@ class ModelManager:
         self.prev: Optional[Deployment] = None  # the previous deployment while it is resident (same base)
         self.previous: Optional[dict] = None  # what a rollback goes back to
         self.state = "no_model"
+        self.timings: dict = {}  # of the last reload's stages, in seconds
 
     # ---- requests ------------------------------------------------------------------------------------
     def acquire(self, which: Optional[str] = None) -> Lease:
@@ -198,6 +199,7 @@ class ModelManager:
         a.base.worker.forget_adapter(a.handle)
         llama_cpp.llama_adapter_lora_free(a.handle)
         a.handle = None
+        release_freed_memory()
 
     # ---- loading -------------------------------------------------------------------------------------
     def _load_base(self, path: Path) -> Base:
@@ -232,8 +234,10 @@ class ModelManager:
             raise BadModelError(f"{path.name} is for architecture {arch!r}; the base is {base.architecture!r}")
         if header.truncation():
             raise BadModelError(f"{path.name}: {header.truncation()}")
+        t = time.perf_counter()
         probe = (base.validator.check(path, self._timeout) if base.validator is not None
                  else self._probe(base.path, lora=path, timeout_s=self._timeout))
+        self.timings["validate_s"] = round(time.perf_counter() - t, 3)
         if not probe.get("ok"):
             raise BadModelError(f"{path.name} failed validation on {base.path.name}: {probe.get('error')}")
 
@@ -242,7 +246,9 @@ class ModelManager:
 
             return llama_cpp.llama_adapter_lora_init(base.llm.model, str(path).encode())
 
+        t = time.perf_counter()
         handle = base.worker.call(init, timeout=self._timeout)
+        self.timings["load_s"] = round(time.perf_counter() - t, 3)
         if not handle:
             raise BadModelError(f"llama.cpp refused the adapter {path.name} (see the server log)")
         return Adapter(handle=handle, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
@@ -287,6 +293,8 @@ class ModelManager:
         try:
             if self.live is None:
                 self.state = "loading"
+            self.timings = {}
+            t = time.perf_counter()
             try:
                 new = self._prepare(path, base_file)
             except BaseException:
@@ -294,8 +302,9 @@ class ModelManager:
                     self.state = "no_model"
                 raise
             old = self._swap(new, backup, event, previous, keep_previous)
+            self.timings["total_s"] = round(time.perf_counter() - t, 3)
             return {"status": "reloaded", "model": new.info(), "previous": self.previous,
-                    "swapped_from": old.model_id if old else None}
+                    "swapped_from": old.model_id if old else None, "timings": dict(self.timings)}
         finally:
             self._reload_lock.release()
 

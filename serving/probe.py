@@ -197,7 +197,8 @@ def _resident(base: str, n_ctx: int) -> int:
     from llama_cpp import Llama
 
     try:
-        llm = Llama(base, n_ctx=n_ctx, verbose=False)
+        # one thread: the check decodes two tokens, and more threads would only fight the server's for cores
+        llm = Llama(base, n_ctx=n_ctx, n_threads=1, n_batch=32, verbose=False)
     except Exception as e:  # noqa: BLE001
         print(json.dumps({"ok": False, "error": str(e)[:300]}), flush=True)
         return 1
