@@ -15,8 +15,8 @@ MSG = [{"role": "user", "content": "hello"}]
 
 
 class FakeLlama:
-    """Answers "tok0 tok1 ..." one token per chunk, calling the logits processors per token as llama.cpp
-    does; a prompt over 200 characters overflows its 64-token context; `gate` holds generation."""
+    """Answers "tok0 tok1 ..." one token per chunk, calling the logits processors per token as
+    llama-cpp-python does; a prompt over 200 characters overflows its 64-token context; `gate` holds generation."""
 
     def __init__(self, fail_after=None, gate=None):
         self.fail_after, self.gate, self.metadata = fail_after, gate, {"general.architecture": "llama"}
@@ -26,6 +26,9 @@ class FakeLlama:
 
     def close(self):
         pass
+
+    def token_eos(self):
+        return 2
 
     def create_chat_completion(self, messages, max_tokens, stream=False, logits_processor=None, **_):
         import numpy as np
@@ -38,8 +41,8 @@ class FakeLlama:
             for i in range(max_tokens):
                 if self.gate is not None:
                     self.gate.wait(10)
-                if logits_processor is not None:
-                    logits_processor([], np.zeros(8, dtype=np.float32))
+                if logits_processor is not None and logits_processor([], np.zeros(8, dtype=np.float32)).argmax() == 2:
+                    return  # the end-of-sequence token was forced
                 if self.fail_after is not None and i >= self.fail_after:
                     raise RuntimeError("llama_decode returned -3")
                 yield f"tok{i} "

@@ -217,31 +217,43 @@ class GenerationWorker:
         import numpy as np
         from llama_cpp import LogitsProcessorList
 
-        bias_ids = np.array(list(job.logit_bias), dtype=np.int64) if job.logit_bias else None
-        bias_vals = np.array(list(job.logit_bias.values()), dtype=np.float32) if job.logit_bias else None
+        eos = self.llm.token_eos()
+        ids = np.array(list(job.logit_bias or {}), dtype=np.int64)
+        vals = np.array(list((job.logit_bias or {}).values()), dtype=np.float32)
 
-        def between_tokens(input_ids, scores):
-            # llama-cpp-python calls this once per sampled token: the moment to honour a cancel or run an
-            # adapter load without waiting for the whole answer. (logit_bias is applied here too, because
-            # llama-cpp-python 0.3.36 drops its own bias processor when a processor list is given.)
+        def per_token(input_ids, scores):
+            # llama-cpp-python calls its logits processors once per sampled token: the moment to run an
+            # adapter load without waiting for the whole answer, and to honour a cancel. They run inside a
+            # ctypes callback, where an exception is printed and swallowed, so a cancel forces the
+            # end-of-sequence token instead. Checking only between streamed chunks was not enough: chunks are
+            # held back while the bytes of a multi-byte character or a possible stop sequence accumulate
+            # (measured: a dropped stream ran on for 11 s). logit_bias is applied here too, because
+            # llama-cpp-python 0.3.36 drops its own bias processor next to another one.
             self._run_controls()
-            if job.cancelled:
-                raise Cancelled()
-            if bias_ids is not None:
-                keep = bias_ids < scores.shape[-1]
-                scores[bias_ids[keep]] += bias_vals[keep]
+            if job.cancelled and 0 <= eos < scores.shape[-1]:
+                scores[:] = -1e30
+                scores[eos] = 0.0
+                return scores
+            if len(ids):
+                keep = ids < scores.shape[-1]
+                scores[ids[keep]] += vals[keep]
             return scores
 
-        kwargs = {**job.kwargs, "logits_processor": LogitsProcessorList([between_tokens])}
+        kwargs = {**job.kwargs, "logits_processor": LogitsProcessorList([per_token])}
         if not job.stream:
-            job.emit("done", self.llm.create_chat_completion(**kwargs))
+            out = self.llm.create_chat_completion(**kwargs)
+            if job.cancelled:
+                raise Cancelled()
+            job.emit("done", out)
             return
         chunks = self.llm.create_chat_completion(**kwargs, stream=True)
         try:
             for chunk in chunks:
-                job.emit("chunk", chunk)
                 if job.cancelled:
                     raise Cancelled()
+                job.emit("chunk", chunk)
         finally:
             chunks.close()
+        if job.cancelled:
+            raise Cancelled()
         job.emit("done")
