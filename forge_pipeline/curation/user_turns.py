@@ -307,4 +307,8 @@ def backtranslation_enabled(config: ForgeSettings) -> bool:
     return gpu_generation() or CPU_DEFAULT
 
 
-CPU_DEFAULT = False  # measured in the README's extraction section
+# Off on the CPU. Measured (bench/user_turns.py -> bench/results/user_turns.json, sample vault, 2 shared cores,
+# one run): 447 s for 86 curated examples (5.2 s each; 363 s in another run), more than the 24-step CPU training
+# itself, for an eval-loss gain of 0.04 nats/token (4.151 -> 4.110) on person-like questions, none on template
+# prompts, and probe answers no better. A nightly re-run costs only the new examples (the cache: 0.005 s for 86).
+CPU_DEFAULT = False
