@@ -94,6 +94,10 @@ def _write_sentencepiece_tokenizer(gguf_path: Path, out_dir: Path) -> bool:
     for tok, score, ttype in zip(tokens, scores, types):
         piece = model.pieces.add()
         piece.piece, piece.score, piece.type = tok, float(score), int(ttype)
+    if 0 <= ids["unk"] < len(model.pieces):
+        # Gemma's GGUF types <unk> as a control token; sentencepiece 0.2.1 (the newest that runs with the
+        # protobuf<7 Dagster 1.13.27 needs) refuses a model without an UNKNOWN piece ("unk is not defined")
+        model.pieces[ids["unk"]].type = pb.ModelProto.SentencePiece.UNKNOWN
     (out_dir / "tokenizer.model").write_bytes(model.SerializeToString())
     add_bos = "tokenizer.ggml.add_bos_token" not in fields or bool(fields["tokenizer.ggml.add_bos_token"].contents())
     config = {"tokenizer_class": "GemmaTokenizer" if "gemma" in str(fields.get("general.architecture") and
