@@ -3,6 +3,7 @@
 A fictional person (Sam, a software lead who runs, reads and is learning the guitar) keeps daily notes
 from August to October 2026 plus project, reading and decision notes. All personal data is fake.
 Re-running rewrites the same bytes: the content is fixed and the only randomness is seeded.
+(Long because it is mostly the vault's text.)
 """
 from __future__ import annotations
 

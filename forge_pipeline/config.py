@@ -6,6 +6,7 @@ Every training setting can be set as ``FORGE_TRAIN_<NAME>`` (e.g. ``FORGE_TRAIN_
 ``FORGE_TRAIN_LEARNING_RATE=1e-4``; see ``training_overrides``). A FORGE_* variable that no setting reads is
 reported with the nearest known name, so a typo is not silently ignored.
 This module imports nothing heavy: the CLI and Dagster definitions load it on every start.
+(A little over 300 lines: it is the one owner of every setting and path, so they stay in one schema.)
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class ForgeSettings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System turn of every chat example.")
     follow_external_symlinks: bool = Field(False, description="Follow symlinks (files and folders) that lead "
                                            "outside the vault. Off: each such link is a warning and is not read.")
-    note_time_budget_s: float = Field(20.0, gt=0, description="Seconds one note may take to extract; a note "
+    note_time_budget_s: float = Field(20.0, gt=0, description="CPU seconds one note may take to extract; a note "
                                       "over it is skipped with a warning (a 1 MB note of normal text takes ~2 s).")
     private_folders: list[str] = Field(["Private"], description="Folder names (anywhere in the vault, "
                                        "case-insensitive) whose notes are never read: counted, never named.")
@@ -108,7 +109,6 @@ class ForgeSettings(BaseSettings):
                                                      "the CPU (cost measured there: see the README).")
     backtranslation_model: Optional[Path] = Field(None, description="GGUF that writes those user turns "
                                                   "(default: the embedded Gemma 3 270M; local only, never a hosted API).")
-
 
     # Orchestration and everyday use (Dagster, `forge up`)
     dagster_log_level: str = Field("INFO", description="Level of the run log Dagster prints to the terminal "

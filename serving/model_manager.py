@@ -9,6 +9,7 @@ adapter was made for the loaded base (`forge.base_gguf_sha256`), validates base 
 process, loads the adapter on the resident base between two tokens and swaps the pointer (no base load).
 Retired bases and adapters are freed when their last lease ends. Reloads are serialized: a second one
 while one runs is refused (409), never interleaved. On any failure the old model keeps serving.
+(Over 300 lines: leases, swaps and disposal share one lock and must be read together to be trusted.)
 
 (About 400 lines in one module on purpose: lease counts, swaps and the order in which adapters and bases are
 freed share one lock, and are only checkable when read together.)

@@ -17,6 +17,7 @@ independent personal-data check would flag (the cache and the curated set stay r
 Results - the question, or the reason it was refused - are cached in FORGE_HOME/cache/user_turns.json
 (atomic writes, 0600) keyed by example id, with the model's fingerprint, PROMPT_VERSION and a hash of the
 prompt; a nightly run generates only for new or changed examples and loads no model when nothing is new.
+(Just over 300 lines: the prompt, the acceptance rules and the cache are one contract, kept together.)
 """
 from __future__ import annotations
 
