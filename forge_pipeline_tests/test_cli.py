@@ -1,7 +1,13 @@
 """The `forge` console script, run as a user would, against the sample vault."""
+import json
+import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from forge_pipeline.files import read_jsonl
 
@@ -37,3 +43,116 @@ def test_data_commands_do_not_import_the_ml_stack(forge_home):
             "assert not heavy, heavy")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    """Issue 15: no option without help text; an option that takes a value shows its default or says what
+    it is (device- and setting-dependent defaults are written out)."""
+    import argparse
+
+    from forge_pipeline.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = []
+    for name, p in [("forge", parser), *sub.choices.items()]:
+        formatter = p.formatter_class(prog=name)
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{label}: no help")
+            elif action.option_strings and action.nargs != 0 and "default" not in formatter._get_help_string(action).lower():
+                missing.append(f"{label}: default not shown")
+    assert not missing, missing
+
+
+def test_version_and_home_after_the_command(forge_home, tmp_path):
+    r = subprocess.run([FORGE, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("forge ")
+    other = tmp_path / "other_home"
+    r = subprocess.run([FORGE, "status", "--json", "--home", str(other)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["forge_home"] == str(other)
+
+
+def test_status_is_a_summary_with_json_for_scripts_and_survives_a_closed_pipe(forge_home):
+    r = forge("extract", home=forge_home)
+    assert r.returncode == 0, r.stderr
+    human = forge("status", home=forge_home)
+    assert human.returncode == 0, human.stderr
+    assert "examples" in human.stdout and "extracted" in human.stdout and "next" in human.stdout
+    assert "{" not in human.stdout  # a summary, not a JSON dump
+    data = json.loads(forge("status", "--json", home=forge_home).stdout)
+    assert data["examples"]["extracted"] == len(read_jsonl(forge_home / "training_data" / "extracted.jsonl"))
+    assert data["examples"]["curated_train"] is None and data["next"].startswith("forge curate")
+    assert data["serving"]["up"] is False
+    reader, writer = os.pipe()
+    os.close(reader)  # `forge status | head` where head has already gone
+    closed = subprocess.run([FORGE, "--home", str(forge_home), "status"], stdout=writer, stderr=subprocess.PIPE,
+                            text=True, timeout=120)
+    os.close(writer)
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
+
+
+@pytest.fixture
+def two_models(tmp_path_factory):
+    from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+    work = tmp_path_factory.mktemp("cli_models")
+    return [make_tiny_gguf(work / f"m{i}.gguf", seed=i + 1, work=work) for i in range(2)]
+
+
+def _export(home: Path, src: Path, version: str) -> Path:
+    """A merged export as the exporter leaves it: the file and a manifest whose validation passed."""
+    from forge_pipeline.export.manifest import ExportManifest, SourceAdapter
+    from forge_pipeline.files import sha256_file
+
+    folder = home / "models" / version
+    folder.mkdir(parents=True)
+    shutil.copy2(src, folder / "companion-f16.gguf")
+    ExportManifest(version=version, kind="merged", file="companion-f16.gguf", quantization="f16",
+                   sha256=sha256_file(folder / "companion-f16.gguf"), size_mb=1.0,
+                   source_adapter=SourceAdapter(path="training/final", fingerprint="f" * 16),
+                   validation={"loads": True, "has_chat_template": True, "answers": ["a fine answer"],
+                               "degenerate": [None], "perplexity_ratio": 1.0, "parity_ok": True},
+                   created="2026-11-25T03:00:00Z").write(folder)
+    return folder / "companion-f16.gguf"
+
+
+@pytest.mark.slow
+def test_serve_without_model_serves_the_newest_validated_export_then_rollback(forge_home, two_models):
+    """`forge serve` with no --model says which model it serves (the newest validated export before any
+    deploy); `forge rollback` goes back to the previous model through serving's admin API."""
+    import httpx
+
+    from forge_pipeline.files import sha256_file
+    from forge_pipeline_tests.helpers import free_port
+
+    older = _export(forge_home, two_models[0], "20261124-030000-aaaaaaaa")
+    newer = _export(forge_home, two_models[1], "20261125-030000-bbbbbbbb")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FORGE_HOME": str(forge_home), "FORGE_SERVING_URL": url, "FORGE_N_CTX": "512"}
+    env.pop("FORGE_ADMIN_TOKEN", None)
+    proc = subprocess.Popen([FORGE, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        status = httpx.get(url + "/admin/model-status", timeout=30).json()
+        assert status["sha256"] == sha256_file(newer)
+        reload = httpx.post(url + "/admin/reload-model", json={"model_path": str(older)}, timeout=300)
+        assert reload.status_code == 200, reload.text
+        r = subprocess.run([FORGE, "rollback"], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "rolled back" in r.stdout, r.stderr
+        assert httpx.get(url + "/admin/model-status", timeout=30).json()["sha256"] == sha256_file(newer)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert "newest validated export 20261125-030000-bbbbbbbb" in err

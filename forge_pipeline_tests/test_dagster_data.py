@@ -38,6 +38,14 @@ def test_data_assets_materialize_with_checks(config, sample_vault):
     assert md["train_examples"].value == len(read_jsonl(config.curated_path))
     assert "near_duplicate" in md["dropped_by_reason"].value
     assert "| tag |" in md["by_tag"].value
+    # the UI: headline numbers first, typed; tables, not JSON blobs; a preview across folders, journal first
+    assert list(md)[:2] == ["train_examples", "eval_examples"] and isinstance(md["train_examples"].value, int)
+    rows = [line.split(" | ")[0].lstrip("| ") for line in md["preview"].value.splitlines()[2:]]
+    assert rows[0].startswith("Journal/") and len({r.split("/")[0] for r in rows}) >= 3, rows
+    assert "| near_duplicate |" in md["dropped_by_reason"].value
+    ex = result.asset_materializations_for_node("extracted_examples")[0].metadata
+    assert list(ex)[0] == "examples"
+    assert any(f"| {kind} |" in ex["by_kind"].value for kind in ("section", "pattern", "tag"))
     inv = result.asset_materializations_for_node("vault_notes")[0].metadata
     assert inv["notes"].value >= 60
     assert tree_digest(sample_vault) == before

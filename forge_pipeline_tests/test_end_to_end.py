@@ -1,8 +1,9 @@
 """The whole product on loopback with real processes: serving on a small real GGUF, dagster-daemon and
 dagster-webserver on a temporary DAGSTER_HOME, forge_job launched through the webserver's GraphQL API on the
 sample vault; the sensor hot-reloads serving; further ticks do not; a second run with unchanged inputs
-skips training. The base is the embedded Gemma 3 270M trained for a few steps: a random tiny model writes
-"p p p ...", which the blocking degenerate-answer check rightly refuses to deploy."""
+skips training. The base is the embedded Gemma 3 270M trained for a few steps, exported as a LoRA adapter
+GGUF on its base GGUF, evaluated against the live model (a random tiny model serving at the start), deployed
+by the level-triggered sensor: serving swaps base and adapter."""
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from forge_pipeline_tests.conftest import REPO_ROOT
-from forge_pipeline_tests.test_serving import Server, free_port
+from forge_pipeline_tests.helpers import Server, free_port
 from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 BIN = Path(sys.executable).parent
@@ -103,8 +104,14 @@ def launch_forge_job(url, base) -> str:
     run_id = client.submit_job_execution("forge_job", repository_location_name=LOCATION, repository_name=REPO,
                                          run_config=run_config)
     status = wait_for(lambda: (s := client.get_run_status(run_id).value) in ("SUCCESS", "FAILURE", "CANCELED") and s,
-                      600, f"forge_job run {run_id}")
-    assert status == "SUCCESS", f"forge_job ended {status}"
+                      1200, f"forge_job run {run_id}")
+    if status != "SUCCESS":
+        events = gql(url, """query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection(afterCursor: null) {
+            events { __typename ... on ExecutionStepFailureEvent { stepKey error { message } }
+                     ... on MessageEvent { message level } } } } } }""", {"id": run_id})
+        failures = [e for e in events["runOrError"]["eventConnection"]["events"]
+                    if e["__typename"] == "ExecutionStepFailureEvent" or e.get("level") == "ERROR"]
+        raise AssertionError(f"forge_job ended {status}: {failures[:5]}")
     return run_id
 
 
@@ -113,20 +120,22 @@ def deploy_runs(url) -> list:
     return data["runsOrError"]["results"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # two forge_job runs on 2 cores (train, export, evaluate; then all cached)
 def test_nightly_cycle_end_to_end(stack):
     url, serving, home = stack["url"], stack["serving"], stack["home"]
-    sensor = {"repositoryLocationName": LOCATION, "repositoryName": REPO, "sensorName": "gguf_deploy_sensor"}
+    sensor = {"repositoryLocationName": LOCATION, "repositoryName": REPO, "sensorName": "model_deploy_sensor"}
     started = gql(url, """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
                  __typename ... on Sensor { sensorState { status } } } }""", {"s": sensor})
     assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
 
     launch_forge_job(url, stack["base"])
     export = json.loads((home / "models" / "last_export.json").read_text())
-    manifest = json.loads(Path(export["manifest"]).read_text())
+    manifest = json.loads((home / export["manifest"]).read_text())  # stored relative to FORGE_HOME
     sha = manifest["sha256"]
     wait_for(lambda: serving.get("/admin/model-status").json().get("sha256") == sha, 240, "the sensor's reload")
     runs = wait_for(lambda: [r for r in deploy_runs(url) if r["status"] == "SUCCESS"], 120, "deploy run")
-    assert len(runs) == 1 and {"key": "forge/gguf_sha256", "value": sha} in runs[0]["tags"]
+    assert len(runs) == 1 and {"key": "forge/model_sha256", "value": sha} in runs[0]["tags"]
 
     adapter_manifest = home / "training" / "final" / "manifest.json"
     created = json.loads(adapter_manifest.read_text())["created"]

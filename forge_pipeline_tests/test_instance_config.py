@@ -73,10 +73,12 @@ with dg.DagsterInstance.get() as instance:
 def test_two_gpu_bound_runs_never_overlap(forge_home, tmp_path):
     """Two runs whose step takes the GPU pool, started together on the instance dagster.yaml describes: the
     second step starts only after the first ended (timestamps written by the steps themselves)."""
-    from forge_pipeline.defs.model_assets import gguf_model, lora_adapter
+    from forge_pipeline.defs.model_evaluation import model_evaluation
+    from forge_pipeline.defs.model_export import model_export
+    from forge_pipeline.defs.training import lora_adapter
     from forge_pipeline.orchestration.concurrency import GPU_POOL
 
-    assert lora_adapter.op.pool == GPU_POOL and gguf_model.op.pool == GPU_POOL
+    assert {a.op.pool for a in (lora_adapter, model_export, model_evaluation)} == {GPU_POOL}
     dagster_home = tmp_path / "dh"
     dagster_home.mkdir()
     shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")

@@ -1,47 +1,202 @@
-"""Sensor, deploy and the model assets on real Dagster instances; deploy against a real serving process."""
+"""Deploy sensor, deploy asset and the model assets on real Dagster instances against a real serving process."""
+import importlib
+import shutil
+import subprocess
+import sys
+import time
 
+import httpx
 import pytest
-from dagster import DagsterInstance, Failure, MaterializeResult, RunRequest, asset, build_sensor_context, materialize
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    Failure,
+    MaterializeResult,
+    RunRequest,
+    asset,
+    build_sensor_context,
+    materialize,
+)
 
-from forge_pipeline.defs.deploy_sensor import gguf_deploy_sensor
+from forge_pipeline.defs.deploy_sensor import model_deploy_sensor
 from forge_pipeline.defs.deployed_model import deployed_model
+from forge_pipeline.files import sha256_file
 from forge_pipeline.orchestration.resources import ServingClient
-from forge_pipeline_tests.test_serving import Server
+from forge_pipeline_tests.helpers import free_port
 from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 
-def fake_gguf_run(instance, sha: str, path: str, fail: bool = False) -> None:
-    """A real run that materializes gguf_model (and fails afterwards when asked, as a failed blocking check would)."""
-    @asset(name="gguf_model")
-    def gguf_model():
-        return MaterializeResult(metadata={"sha256": sha, "path": path})
+def fake_gate_run(instance, sha: str, path: str, fail: bool = False, during=None, deploy: bool = True) -> None:
+    """A real run that materializes model_evaluation as the evaluation step does (the candidate's file and the
+    gate's decision), and fails afterwards when asked, as a failed blocking check would; ``during(instance)``
+    is called inside the run, after the materialization, while the run is going."""
+    @asset(name="model_evaluation")
+    def model_evaluation():
+        return MaterializeResult(metadata={"deploy": deploy, "sha256": sha, "path": path,
+                                           "version": path.rsplit("/", 2)[-2]})
 
-    @asset(deps=[gguf_model])
-    def after_checks():
+    @asset(deps=[model_evaluation])
+    def after_checks(context):
+        if during:
+            during(context.instance)
         if fail:
             raise Failure("a blocking check failed")
 
-    materialize([gguf_model, after_checks], instance=instance, raise_on_error=False)
+    materialize([model_evaluation, after_checks], instance=instance, raise_on_error=False)
 
 
-def requests(instance, cursor=None):
-    ctx = build_sensor_context(instance=instance, cursor=cursor)
-    result = gguf_deploy_sensor.evaluate_tick(ctx)
-    return [r for r in result.run_requests or [] if isinstance(r, RunRequest)], result.cursor
+def tick(instance, url):
+    """One sensor evaluation, as the daemon does it; returns (run requests, skip message)."""
+    ctx = build_sensor_context(instance=instance, resources={"serving": ServingClient(url=url, max_attempts=1)})
+    result = model_deploy_sensor.evaluate_tick(ctx)
+    return [r for r in result.run_requests or [] if isinstance(r, RunRequest)], result.skip_message
 
 
-def test_sensor_requests_one_deploy_per_passing_model():
+def deploy(instance, request, url):
+    """The deploy run the daemon would launch for ``request`` (same config and tags)."""
+    return materialize([deployed_model], instance=instance, run_config=request.run_config, tags=request.tags,
+                       resources={"serving": ServingClient(url=url, max_attempts=1)}, raise_on_error=False)
+
+
+class Serving:
+    """`python -m serving` on a fixed loopback port, so it can go down and come back at the same address."""
+
+    def __init__(self, home, port):
+        self.home, self.port, self.url, self.proc = home, port, f"http://127.0.0.1:{port}", None
+
+    def start(self, model):
+        env = {**__import__("os").environ, "FORGE_HOME": str(self.home), "FORGE_N_CTX": "512"}
+        env.pop("FORGE_ADMIN_TOKEN", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--model", str(model)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise TimeoutError("serving did not start")
+
+    def live(self) -> str:
+        return httpx.get(self.url + "/admin/model-status", timeout=30).json()["sha256"]
+
+    def reload(self, path):
+        r = httpx.post(self.url + "/admin/reload-model", json={"model_path": str(path)}, timeout=300)
+        assert r.status_code == 200, r.text
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tiny_ggufs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("deploy_ggufs")
+    return {v: make_tiny_gguf(work / f"{v}.gguf", seed=i + 1, work=work) for i, v in enumerate(("v0", "v1", "v2"))}
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch, tiny_ggufs):
+    """FORGE_HOME with three real tiny GGUFs (v0 old, v1, v2) and a serving address nothing listens on yet."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FORGE_HOME", str(home))
+    paths = {}
+    for v, src in tiny_ggufs.items():
+        paths[v] = home / "models" / v / f"companion-{v}.gguf"
+        paths[v].parent.mkdir(parents=True)
+        shutil.copy2(src, paths[v])
+    serving = Serving(home, free_port())
+    yield {v: (str(p), sha256_file(p)) for v, p in paths.items()}, serving
+    serving.stop()
+
+
+@pytest.mark.slow
+def test_deploy_is_level_triggered(models):
+    """Issue 11 #15: a deploy that fails while serving is down is made once serving is back; a server that comes
+    back on an old model is brought forward; when all is up, one reload per model and no more."""
+    paths, serving = models
     with DagsterInstance.ephemeral() as instance:
-        assert requests(instance)[0] == []
-        fake_gguf_run(instance, "a" * 64, "/m/a.gguf")
-        fake_gguf_run(instance, "b" * 64, "/m/b.gguf", fail=True)
-        fake_gguf_run(instance, "c" * 64, "/m/c.gguf")
-        reqs, cursor = requests(instance)
-        assert [r.run_key for r in reqs] == ["a" * 64, "c" * 64]
-        assert reqs[0].run_config["ops"]["deployed_model"]["config"] == {"gguf_path": "/m/a.gguf", "sha256": "a" * 64}
-        assert requests(instance, cursor)[0] == []  # further ticks: nothing again
-        fake_gguf_run(instance, "a" * 64, "/m/a.gguf")  # same model re-materialized: same run_key, deduplicated by Dagster
-        assert [r.run_key for r in requests(instance, cursor)[0]] == ["a" * 64]
+        fake_gate_run(instance, paths["v2"][1], paths["v2"][0])
+        reqs, why = tick(instance, serving.url)
+        assert reqs == [] and "not reachable" in why  # serving down: nothing requested, and it says why
+        # what an edge-triggered sensor did: deploy at once, fail, and never again
+        forced = RunRequest(run_config={"ops": {"deployed_model": {"config": {
+            "model_path": paths["v2"][0], "sha256": paths["v2"][1]}}}},
+            tags={"forge/deploy": "true", "forge/model_sha256": paths["v2"][1]})
+        assert not deploy(instance, forced, serving.url).success
+
+        serving.start(paths["v0"][0])  # back up, on an old model
+        [req], _ = tick(instance, serving.url)
+        assert deploy(instance, req, serving.url).success and serving.live() == paths["v2"][1]
+        for _ in range(2):  # further ticks: nothing more
+            reqs, why = tick(instance, serving.url)
+            assert reqs == [] and "already runs" in why
+
+        serving.reload(paths["v1"][0])  # e.g. restarted on another model
+        [again], _ = tick(instance, serving.url)
+        assert again.run_key != req.run_key  # a new attempt, not a key Dagster would drop
+        assert deploy(instance, again, serving.url).success and serving.live() == paths["v2"][1]
+        assert tick(instance, serving.url)[0] == []
+
+
+@pytest.mark.slow
+def test_deploy_requests_are_single_and_survive_a_killed_tick(models):
+    """Never two deploys at once; the same state gives the same run key (a daemon killed inside a tick
+    re-requests the key it had, which Dagster drops if the run exists); two materializations of one model in
+    one tick give one request."""
+    from dagster._core.test_utils import create_run_for_test
+
+    paths, serving = models
+    serving.start(paths["v0"][0])
+    with DagsterInstance.ephemeral() as instance:
+        fake_gate_run(instance, paths["v1"][1], paths["v1"][0])
+        fake_gate_run(instance, paths["v1"][1], paths["v1"][0])  # the same model made twice
+        [first], _ = tick(instance, serving.url)
+        [second], _ = tick(instance, serving.url)  # the daemon died before recording the tick
+        assert first.run_key == second.run_key
+        create_run_for_test(instance, job_name="deploy_job", status=DagsterRunStatus.STARTED, tags=first.tags)
+        reqs, why = tick(instance, serving.url)
+        assert reqs == [] and "already queued or running" in why
+        assert serving.live() == paths["v0"][1]
+
+
+def test_unfinished_failed_or_missing_models_are_never_deployed(models):
+    """A GGUF whose run is still going (file possibly still being written, checks not run), whose run failed
+    (a blocking check), whose file is gone, or that the evaluation gate refused is never a deploy target."""
+    paths, serving = models
+    seen = {}
+    with DagsterInstance.ephemeral() as instance:
+        fake_gate_run(instance, paths["v1"][1], paths["v1"][0],
+                      during=lambda inst: seen.update(during=tick(inst, serving.url)))
+        assert seen["during"][0] == [] and "no model has passed" in seen["during"][1]
+    with DagsterInstance.ephemeral() as instance:
+        fake_gate_run(instance, paths["v1"][1], paths["v1"][0], fail=True)
+        fake_gate_run(instance, "f" * 64, "/nowhere/companion.gguf")
+        fake_gate_run(instance, paths["v2"][1], paths["v2"][0], deploy=False)  # refused by the evaluation gate
+        reqs, why = tick(instance, serving.url)
+        assert reqs == [] and "no model has passed" in why
+
+
+def test_deploy_asset_refuses_clearly_and_is_not_asked_again(models):
+    """A file serving refuses (not a GGUF) fails the deploy with serving's reason, and the sensor does not keep
+    requesting it."""
+    paths, serving = models
+    bad = serving.home / "models" / "v9" / "companion-v9.gguf"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a gguf" * 100)
+    serving.start(paths["v0"][0])
+    with DagsterInstance.ephemeral() as instance:
+        fake_gate_run(instance, sha256_file(bad), str(bad))
+        [req], _ = tick(instance, serving.url)
+        result = deploy(instance, req, serving.url)
+        assert not result.success
+        failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+        assert "refused" in failure.message or "refused" in str(failure.event_specific_data.error.message)
+        reqs, why = tick(instance, serving.url)
+        assert reqs == [] and "refused" in why
+        assert serving.live() == paths["v0"][1]
 
 
 @pytest.mark.parametrize("run_config, named", [
@@ -66,18 +221,15 @@ def test_bad_launch_config_is_refused_before_any_run(forge_home, run_config, nam
 
 
 def test_sensor_says_why_it_skips():
-    """A tick that requests nothing says why (a `return SkipReason` inside a generator was silently dropped)."""
+    """A tick that requests nothing says why (not Dagster's generic 'returned an empty result')."""
     with DagsterInstance.ephemeral() as instance:
-        fake_gguf_run(instance, "b" * 64, "/m/b.gguf", fail=True)
-        result = gguf_deploy_sensor.evaluate_tick(build_sensor_context(instance=instance))
-        assert not result.run_requests
-        assert result.skip_message and "empty result" not in result.skip_message  # not Dagster's generic text
+        fake_gate_run(instance, "b" * 64, "/m/b.gguf", fail=True)
+        reqs, why = tick(instance, "http://127.0.0.1:9")
+        assert reqs == [] and why and "empty result" not in why
 
 
 def test_nightly_schedule_follows_the_settings(monkeypatch):
     """Cron and time zone are settings; the zone defaults to the machine's local zone, not UTC."""
-    import importlib
-
     import forge_pipeline.defs.nightly_schedule as module
 
     monkeypatch.delenv("FORGE_TIMEZONE", raising=False)
@@ -91,74 +243,60 @@ def test_nightly_schedule_follows_the_settings(monkeypatch):
     importlib.reload(module)
 
 
-@pytest.fixture
-def serving_home(tmp_path):
-    home = tmp_path / "home"
-    for seed in (1, 2):
-        make_tiny_gguf(home / "models" / f"v{seed}" / f"companion-{seed}.gguf", seed=seed, work=tmp_path)
-    return home
+def test_model_assets_materialize_evaluate_then_skip_when_unchanged(config, tmp_path):
+    """Train (tiny real Llama) -> export (adapter GGUF) -> evaluate, through the real assets and checks; the
+    UI's headline numbers come first, typed and rounded; a second run reuses adapter and export."""
+    from dagster import FloatMetadataValue
 
-
-def test_deploy_asset_hot_reloads_serving(serving_home):
-    from forge_pipeline.files import sha256_file
-
-    s = Server(serving_home, model=serving_home / "models" / "v1" / "companion-1.gguf").wait()
-    try:
-        new = serving_home / "models" / "v2" / "companion-2.gguf"
-        sha = sha256_file(new)
-        result = materialize([deployed_model], resources={"serving": ServingClient(url=s.url)},
-                             run_config={"ops": {"deployed_model": {"config": {"gguf_path": str(new), "sha256": sha}}}})
-        assert result.success
-        md = result.asset_materializations_for_node("deployed_model")[0].metadata
-        assert md["sha256"].value == sha and md["version"].value == "v2"
-        assert s.get("/admin/model-status").json()["sha256"] == sha
-    finally:
-        s.stop()
-
-
-def test_deploy_fails_clearly_when_serving_is_down(tmp_path):
-    client = ServingClient(url="http://127.0.0.1:9", max_attempts=2, backoff_s=0.05)
-    with pytest.raises(RuntimeError, match="unreachable after 2 attempts.*forge serve"):
-        client.reload(str(tmp_path / "x.gguf"), log=lambda m: None)
-
-
-def test_model_assets_materialize_then_skip_when_unchanged(config, tmp_path):
-    from forge_pipeline.defs import data_assets, data_checks, model_assets, model_checks
+    from forge_pipeline.defs import data_assets, data_checks, model_checks, model_evaluation, model_export, training
+    from forge_pipeline.export.pipeline import export_stages
     from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
     from forge_pipeline_tests.tiny_models import make_tiny_llama
 
     base = make_tiny_llama(tmp_path / "tiny")
     assets = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples,
-              model_assets.lora_adapter, model_assets.gguf_model, *data_checks.DATA_CHECKS, *model_checks.MODEL_CHECKS]
+              training.lora_adapter, model_export.model_export, model_evaluation.model_evaluation,
+              model_evaluation.candidate_passes_gate, *data_checks.DATA_CHECKS, *model_checks.MODEL_CHECKS]
     run_config = {"ops": {
         "lora_adapter": {"config": {"base_model": str(base), "max_steps": 3, "batch_size": 4, "max_seq_length": 384,
                                     "gradient_accumulation_steps": 1, "learning_rate": 0.005}},
-        "gguf_model": {"config": {"quantization": "f16"}}}}
+        "model_export": {"config": {"quantization": "f16"}}}}
     resources = {"forge": ForgeSettingsResource(), "trainer": TrainerLauncher()}
     with DagsterInstance.ephemeral() as instance:
         first = materialize(assets, resources=resources, run_config=run_config, instance=instance, raise_on_error=False)
         checks = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
-        assert checks["gguf_loads_with_chat_template"] and checks["gguf_perplexity_parity"]
+        assert checks["gguf_loads_with_chat_template"] and checks["gguf_perplexity_parity"], checks
+        # a random tiny model answers "p p p": a warning on the export; the evaluation still runs and decides
+        assert checks["gguf_answers_not_degenerate"] is False
         adapter_md = first.asset_materializations_for_node("lora_adapter")[0].metadata
+        assert list(adapter_md)[0] == "eval_loss" and isinstance(adapter_md["eval_loss"], FloatMetadataValue)
+        assert adapter_md["eval_loss"].value == round(adapter_md["eval_loss"].value, 4)
         assert adapter_md["status"].value == "trained" and adapter_md["backend"].value == "transformers"
+        assert "| setting | value |" in adapter_md["hyperparameters"].value  # a table, not a JSON blob
         assert "data:image/png;base64," in adapter_md["loss_curve"].value
-        gguf_md = first.asset_materializations_for_node("gguf_model")[0].metadata
-        assert gguf_md["quantization"].value == "f16" and len(gguf_md["sha256"].value) == 64
+        export_md = first.asset_materializations_for_node("model_export")[0].metadata
+        assert export_md["kind"].value == "adapter" and len(export_md["sha256"].value) == 64
         stages = [e.message for e in instance.all_logs(first.run_id) if (e.message or "").startswith("export: ")]
-        assert stages == ["export: merge", "export: convert", "export: quantize", "export: validate"]
+        assert stages == [f"export: {s}" for s in export_stages(False)]
+        eval_md = first.asset_materializations_for_node("model_evaluation")[0].metadata
+        assert list(eval_md)[:2] == ["deploy", "decision"]
+        assert isinstance(eval_md["eval_loss_candidate"], FloatMetadataValue)
+        assert eval_md["sha256"].value == export_md["sha256"].value  # what the deploy sensor would deploy
+        assert eval_md["decision"].value.startswith("deploy" if eval_md["deploy"].value else "refused")
+        assert checks["candidate_passes_gate"] == eval_md["deploy"].value
         second = materialize(assets, resources=resources, run_config=run_config, instance=instance, raise_on_error=False)
         assert second.asset_materializations_for_node("lora_adapter")[0].metadata["status"].value == "cached"
-        again = second.asset_materializations_for_node("gguf_model")[0].metadata
-        assert again["status"].value == "cached" and again["sha256"].value == gguf_md["sha256"].value
+        again = second.asset_materializations_for_node("model_export")[0].metadata
+        assert again["status"].value == "cached" and again["sha256"].value == export_md["sha256"].value
         logs = [e.message for e in instance.all_logs(second.run_id) if e.message]
         assert any("training skipped" in m for m in logs)
 
 
 def test_trainer_crash_fails_the_step(config, tmp_path):
-    from forge_pipeline.defs import data_assets, model_assets
+    from forge_pipeline.defs import data_assets, training
     from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
 
-    assets = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples, model_assets.lora_adapter]
+    assets = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples, training.lora_adapter]
     result = materialize(assets, resources={"forge": ForgeSettingsResource(), "trainer": TrainerLauncher()},
                          run_config={"ops": {"lora_adapter": {"config": {"base_model": str(tmp_path / "missing.gguf")}}}},
                          raise_on_error=False)

@@ -109,3 +109,24 @@ def test_forge_up_starts_supervises_and_stops_everything(tmp_path):
     assert not leftover, f"processes left behind: {leftover}"
     assert not (home / "logs" / "up.json").exists()
     assert "stopped after" in (tmp_path / "up.out").read_text()
+
+
+def test_login_units_parse_and_start_forge_up():
+    """docs/forge-up.service (systemd user unit) and docs/com.forge.up.plist (launchd agent) are well formed
+    and run `forge up`."""
+    import configparser
+    import plistlib
+
+    from forge_pipeline_tests.conftest import REPO_ROOT
+
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str
+    unit.read_string((REPO_ROOT / "docs" / "forge-up.service").read_text())
+    assert set(unit.sections()) == {"Unit", "Service", "Install"}
+    exec_start = unit["Service"]["ExecStart"].split()
+    assert exec_start[0].endswith("/.venv/bin/forge") and exec_start[1:] == ["up"]
+    assert unit["Service"]["Type"] == "simple" and int(unit["Service"]["TimeoutStopSec"]) >= 15
+    assert unit["Install"]["WantedBy"] == "default.target"
+    agent = plistlib.loads((REPO_ROOT / "docs" / "com.forge.up.plist").read_bytes())
+    assert agent["ProgramArguments"][0].endswith("/.venv/bin/forge") and agent["ProgramArguments"][1:] == ["up"]
+    assert agent["RunAtLoad"] is True and agent["Label"] == "com.forge.up"

@@ -1,8 +1,11 @@
 """Headless Chromium (Debian's chromium) against a real dagster-webserver: the UI shows the forge asset
-graph, the jobs, the nightly schedule and the deploy sensor. Saves test-artifacts/dagster_ui.png."""
+graph, the jobs, the nightly schedule and the deploy sensor; an asset page shows its headline numbers without
+a click. Saves test-artifacts/dagster_ui.png."""
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +24,12 @@ def webserver(tmp_path):
     dagster_home.mkdir()
     shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "FORGE_HOME": str(tmp_path / "forge_home"), "DAGSTER_HOME": str(dagster_home)}
+    # the data assets materialized into this instance, so asset pages have numbers to show
+    run = subprocess.run([sys.executable, "-c", "import dagster as dg; from forge_pipeline.definitions import defs; "
+                          "i = dg.DagsterInstance.get(); "
+                          "assert defs().resolve_job_def('data_job').execute_in_process(instance=i).success"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
     proc, url = start_webserver(env, subprocess.DEVNULL)
     try:
         yield url, tmp_path
@@ -39,10 +48,16 @@ def test_web_ui_shows_the_forge_pipeline(webserver):
 
     jobs, automation = dom("/jobs"), dom("/automation")
     assert "forge_job" in jobs and "deploy_job" in jobs
-    assert "nightly_forge" in automation and "gguf_deploy_sensor" in automation
+    assert "nightly_forge" in automation and "model_deploy_sensor" in automation
     data, model = dom("/locations/forge_pipeline/asset-groups/data"), dom("/locations/forge_pipeline/asset-groups/model")
     assert all(a in data for a in ("vault_notes", "extracted_examples", "curated_examples"))
-    assert all(a in model for a in ("lora_adapter", "gguf_model"))
+    assert all(a in model for a in ("lora_adapter", "model_export", "model_evaluation"))
+    # an asset page shows its headline numbers without a click: the curated counts, as in the files
+    train = sum(1 for line in (tmp / "forge_home" / "training_data" / "curated.jsonl").open() if line.strip())
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom("/assets/curated_examples")))
+    assert "train_examples" in page, page[:2000]
+    after = page[page.index("train_examples"):][:80]
+    assert f" {train} " in after, after
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dagster_ui.png"
     shot.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 # Command-group modules, in the order their commands appear in `forge --help`.
-COMMAND_MODULES = ("data", "train", "export", "models", "eval", "serving", "up")
+COMMAND_MODULES = ("data", "train", "export", "models", "eval", "serving", "status", "up")
 
 DESCRIPTION = "Turn a Markdown vault into a private companion model, trained and served on this machine."
 EPILOG = """usual order:
@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `forge status | head`: the reader left; nothing to report
-        sys.stderr.close()
+    except BrokenPipeError:  # `forge status | head`: the reader left; nothing to report, no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush is quiet too
         return 0
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"forge {args.command}: error: {e}", file=sys.stderr)

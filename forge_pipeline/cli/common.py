@@ -12,9 +12,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+        if not text or "default" in text.lower() or action.default is argparse.SUPPRESS or action.nargs == 0:
             return text
-        return f"{text} (default: %(default)s)"
+        return f"{text} (default: not set)" if action.default is None else f"{text} (default: %(default)s)"
 
 
 def add_global_options(parser: argparse.ArgumentParser, top: bool = False) -> None:

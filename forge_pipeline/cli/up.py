@@ -179,7 +179,7 @@ def instance_home(settings) -> Path:
 
 
 def cmd_up(args) -> int:
-    from forge_pipeline.cli.models_on_disk import choose_model
+    from forge_pipeline.cli.models_on_disk import choose_model, load_adapter_when_up, serve_args
     from forge_pipeline.config import REPO_ROOT
     from serving.settings import ServingSettings, split_url
 
@@ -191,8 +191,7 @@ def cmd_up(args) -> int:
     env = {**os.environ, "FORGE_HOME": str(settings.home_dir), "FORGE_SERVING_URL": serving_url,
            "DAGSTER_HOME": str(instance_home(settings))}
     choice = choose_model(settings)
-    serve = [sys.executable, "-m", "serving"] + (["--model", str(choice.model)] if args.model is None and choice.model
-                                                  else ["--model", args.model] if args.model else [])
+    serve = [sys.executable, "-m", "serving"] + (["--model", args.model] if args.model else serve_args(choice))
     logs = settings.logs_dir
     children = [
         Child("serving", serve, serving_url + "/v1", _answers(serving_url + "/health"), logs / "serving.log"),
@@ -222,6 +221,9 @@ def cmd_up(args) -> int:
             for c in children:
                 if c.name in pending and c.ready():
                     pending.discard(c.name)
+                    if c.name == "serving" and not args.model:
+                        os.environ["FORGE_SERVING_URL"] = serving_url  # the adapter goes where serving listens
+                        load_adapter_when_up(choice)
                     print(f"forge up: {c.name:<18} {c.url}", flush=True)
             if automation is None and "dagster-webserver" not in pending:
                 automation = turn_on_automation(ui_url) if automation_on else []

@@ -1,36 +1,38 @@
-"""Deploy each new GGUF whose checks passed: one deploy run per model, keyed by its sha256."""
+"""Keeps serving on the newest model whose gate passed (level-triggered; see orchestration/deploy_target.py)."""
 import dagster as dg
 
 from forge_pipeline.defs.jobs import deploy_job
-
-GGUF = dg.AssetKey("gguf_model")
-
-
-def _value(md, key):
-    v = md.get(key)
-    return getattr(v, "value", getattr(v, "text", v))
+from forge_pipeline.orchestration.deploy_records import (
+    DEPLOY_TAG,
+    FINISHED,
+    IN_FLIGHT,
+    SHA_TAG,
+    deploy_runs,
+    newest_passed,
+)
+from forge_pipeline.orchestration.deploy_target import decide
+from forge_pipeline.orchestration.resources import ServingClient
 
 
 @dg.sensor(job=deploy_job, minimum_interval_seconds=30,
-           description="Hot-reloads serving when a new GGUF passes its checks.")
-def gguf_deploy_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=GGUF, after_storage_id=after), limit=50, ascending=True).records
-    if not records:
-        return dg.SensorResult(skip_reason="no new gguf_model materialization")
-    cursor, requests = after, []
-    for record in records:
-        run = context.instance.get_run_by_id(record.run_id) if record.run_id else None
-        if run is not None and not run.is_finished:
-            break  # its blocking checks have not run yet: look again next tick
-        cursor = record.storage_id
-        md = record.asset_materialization.metadata
-        if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-            context.log.info(f"skipping gguf_model from run {record.run_id}: the run (and so its checks) did not succeed")
-            continue
-        sha, path = _value(md, "sha256"), _value(md, "path")
-        requests.append(dg.RunRequest(run_key=sha, run_config={"ops": {"deployed_model": {"config": {
-            "gguf_path": path, "sha256": sha}}}}, tags={"forge/gguf_sha256": sha}))
-    return dg.SensorResult(run_requests=requests, cursor=str(cursor) if cursor is not None else None,
-                           skip_reason=None if requests else "no new model whose checks passed")
+           description="Whenever serving's live model differs from the newest model whose gate passed, requests "
+                       "one deploy (never two at once); retried on later ticks if serving was down.")
+def model_deploy_sensor(context: dg.SensorEvaluationContext, serving: ServingClient) -> dg.SensorResult:
+    target = newest_passed(context.instance, log=context.log.info)
+    live, error = None, None
+    if target is not None:
+        try:
+            live = serving.status(attempts=1).get("sha256")  # down now: the next tick asks again
+        except Exception as e:  # any failure to ask is "not reachable now": look again next tick
+            error = f"{type(e).__name__}: {e}"
+    sha = target.sha256 if target else None
+    decision = decide(target, live, error, in_flight=deploy_runs(context.instance, IN_FLIGHT),
+                      finished_attempts=deploy_runs(context.instance, FINISHED, sha) if sha else 0,
+                      refused=bool(sha) and deploy_runs(context.instance, FINISHED, sha, refused=True) > 0)
+    if not decision.request:
+        return dg.SensorResult(skip_reason=decision.reason)
+    context.log.info(decision.reason)
+    config = {"model_path": target.path, "sha256": target.sha256, "base_path": target.base_path}
+    return dg.SensorResult(run_requests=[dg.RunRequest(
+        run_key=decision.run_key, run_config={"ops": {"deployed_model": {"config": config}}},
+        tags={**DEPLOY_TAG, SHA_TAG: target.sha256})])

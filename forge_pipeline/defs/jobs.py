@@ -23,6 +23,6 @@ forge_job = dg.define_asset_job(
     description="Vault -> curated set -> LoRA adapter -> GGUF. Its training and export steps take the GPU pool.")
 
 deploy_job = dg.define_asset_job(
-    "deploy_job", selection=dg.AssetSelection.groups("serving"), executor_def=dg.in_process_executor,
+    "deploy_job", selection=dg.AssetSelection.groups("serving"), config=_LOGGING, executor_def=dg.in_process_executor,
     description="Hot-reload the serving process onto the newest model that passed its gate (requested by "
-                "gguf_deploy_sensor).")
+                "the deploy sensor).")

@@ -1,7 +1,8 @@
 """Blocking checks before a GGUF counts as ready; each wraps a pure rule from forge_pipeline.export.validate."""
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 
-from forge_pipeline.defs.model_assets import gguf_model, lora_adapter
+from forge_pipeline.defs.model_export import model_export
+from forge_pipeline.defs.training import lora_adapter
 from forge_pipeline.export.export import last_export
 from forge_pipeline.export.validate import adapter_problems, degenerate_problems, load_problems, parity_problems
 from forge_pipeline.orchestration.resources import ForgeSettingsResource
@@ -17,18 +18,23 @@ def _result(problems: list[str], severity=AssetCheckSeverity.ERROR, **metadata) 
                             metadata={"problems": "\n".join(problems) or "none", **metadata})
 
 
-@asset_check(asset=gguf_model, blocking=True, description="The GGUF loads in llama-cpp-python and carries the chat template.")
+@asset_check(asset=model_export, blocking=True, description="The GGUF loads in llama-cpp-python and carries the chat template.")
 def gguf_loads_with_chat_template(forge: ForgeSettingsResource) -> AssetCheckResult:
     return _result(load_problems(_validation(forge)))
 
 
-@asset_check(asset=gguf_model, blocking=True, description="Greedy answers to eval prompts are non-empty and not looping.")
+# A warning, not a block: whether the answers are good enough to deploy is model_evaluation's decision, on the
+# whole probe set with serving's sampling and relative to the live model (a short CPU run can loop on one of
+# three greedy answers here and still be the better model; the gate then compares loop rates).
+@asset_check(asset=model_export, blocking=False,
+             description="Greedy answers to eval prompts are non-empty and not looping (a warning; the evaluation "
+                         "gate decides).")
 def gguf_answers_not_degenerate(forge: ForgeSettingsResource) -> AssetCheckResult:
     v = _validation(forge)
-    return _result(degenerate_problems(v), answers=len(v.get("answers") or []))
+    return _result(degenerate_problems(v), severity=AssetCheckSeverity.WARN, answers=len(v.get("answers") or []))
 
 
-@asset_check(asset=gguf_model, blocking=True,
+@asset_check(asset=model_export, blocking=True,
              description="GGUF perplexity on the eval set within tolerance of the merged model (q8_0 1.02x, q4_k_m 1.10x).")
 def gguf_perplexity_parity(forge: ForgeSettingsResource) -> AssetCheckResult:
     v = _validation(forge)

@@ -31,7 +31,9 @@ class ExportRunConfig(dg.Config):
     quantization: Optional[Quantization] = Field(None, description=f"GGUF quantization, one of {', '.join(QUANTIZATIONS)}. "
                                                  "Default: f16 for the embedded Gemma 3 270M (its perplexity "
                                                  "rises 14% at q8_0), q4_k_m otherwise.")
-    name: str = Field("companion", description="File name prefix of the GGUF (companion-<quant>.gguf).")
+    name: str = Field("companion", description="Name in the exported file's name.")
+    merged: bool = Field(False, description="Export one merged full GGUF (for Ollama / LM Studio) instead of a "
+                                            "LoRA adapter GGUF served on a cached base GGUF.")
 
 
 class ForgeJobConfig(dg.Config):
@@ -60,4 +62,4 @@ def forge_job_config(config: ForgeJobConfig) -> dict:
     if problems:
         raise LaunchConfigError("forge_job not started, the training config is invalid: " + "; ".join(problems))
     return {"ops": {"lora_adapter": {"config": plain(config.training.model_dump())},
-                    "gguf_model": {"config": plain(config.export.model_dump())}}, **logging_config()}
+                    "model_export": {"config": plain(config.export.model_dump())}}, **logging_config()}

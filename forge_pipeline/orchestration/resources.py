@@ -36,45 +36,27 @@ class TrainerLauncher(ConfigurableResource):
 
 
 class ServingClient(ConfigurableResource):
-    """The serving process's admin API. The admin token is read at call time from the environment variable
-    named by ``admin_token_env`` (default FORGE_ADMIN_TOKEN), so no secret lives in run config."""
+    """Serving's admin API, as the deploy asset and sensor use it: a thin layer over
+    serving.client.ServingAdminClient (the one client; it retries connection errors, 409 and 5xx with backoff).
+    ``url`` defaults to FORGE_SERVING_URL; ``admin_token`` is given as EnvVar("FORGE_ADMIN_TOKEN") in
+    forge_pipeline/defs/resources.py, so the secret is read where the run happens and never stored in run
+    config or the UI."""
 
-    url: Optional[str] = None  # default: FORGE_SERVING_URL, else http://127.0.0.1:7373
-    admin_token_env: str = "FORGE_ADMIN_TOKEN"
-    max_attempts: int = 6
-    backoff_s: float = 2.0
-    timeout_s: float = 600.0
+    url: Optional[str] = None
+    admin_token: Optional[str] = None
+    max_attempts: Optional[int] = None  # default: the client's own
 
-    @property
-    def base_url(self) -> str:
-        import os
+    def client(self):
+        from serving.client import ServingAdminClient
 
-        return self.url or os.environ.get("FORGE_SERVING_URL", "http://127.0.0.1:7373")
+        options = {"base_url": self.url, "token": self.admin_token, "max_attempts": self.max_attempts}
+        return ServingAdminClient.from_env(**{k: v for k, v in options.items() if v is not None})
 
-    def reload(self, model_path: str, log=print) -> dict:
-        import os
-        import time
+    def status(self, attempts: Optional[int] = None) -> dict:
+        return self.client().status(attempts=attempts)
 
-        import httpx
+    def reload(self, model_path: str, base_path: Optional[str] = None) -> dict:
+        return self.client().reload(model_path, backup=True, base_path=base_path)
 
-        token = os.environ.get(self.admin_token_env)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        last = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                r = httpx.post(f"{self.base_url}/admin/reload-model", json={"model_path": model_path},
-                               headers=headers, timeout=self.timeout_s)
-                if r.status_code == 200:
-                    return r.json()
-                message = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
-                if r.status_code not in (409, 502, 503, 504):
-                    raise RuntimeError(f"serving refused the model ({r.status_code}): {message}")
-                last = f"{r.status_code} {message}"
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-            if attempt < self.max_attempts:
-                wait = self.backoff_s * 2 ** (attempt - 1)
-                log(f"serving at {self.base_url} not ready ({last}); retry {attempt}/{self.max_attempts - 1} in {wait:.0f} s")
-                time.sleep(wait)
-        raise RuntimeError(f"could not deploy {model_path}: serving at {self.base_url} unreachable after "
-                           f"{self.max_attempts} attempts ({last}). Start it with `forge serve`.")
+    def rollback(self) -> dict:
+        return self.client().rollback()
