@@ -132,9 +132,9 @@ def test_forge_train_export_status_from_the_shell(curated, tiny_base):
     assert "export: 100%" in r.stderr and "4/4" in r.stderr and "validate" in r.stderr  # stage progress bar
     # the tiny random model loops ("p p p"), so validation names the degenerate answers and the exit code says so
     assert r.returncode == 1 and "validation: answer 1: repeats" in r.stderr
-    status = json.loads(subprocess.run([forge, "--home", home, "status"], capture_output=True, text=True, timeout=120).stdout)
+    status = json.loads(subprocess.run([forge, "--home", home, "status", "--json"], capture_output=True, text=True, timeout=120).stdout)
     assert status["model"]["quantization"] == "f16" and status["adapter"]["backend"] == "transformers"
-    assert status["serving"]["serving"] == "down"
+    assert status["serving"]["up"] is False and status["model"]["kind"] == "merged"
     # the default: an adapter GGUF, on a base GGUF whose quantization export chooses itself (q4_k_m here)
     r = subprocess.run([forge, "--home", home, "export"], capture_output=True, text=True, timeout=600)
     assert "adapter-companion-" in r.stdout and "q4_k_m" in r.stdout and "3/3" in r.stderr, r.stdout + r.stderr

@@ -121,7 +121,7 @@ def test_no_canary_reaches_any_file_log_or_the_server(tmp_path, monkeypatch, cap
         assert checks["no_personal_data_in_curated"] and checks["curated_jsonl_schema"], checks
         # asset previews show redacted text: the placeholders are there, the canaries are not
         extracted_md = result.asset_materializations_for_node("extracted_examples")[0].metadata
-        gguf_md = result.asset_materializations_for_node("gguf_model")[0].metadata
+        gguf_md = result.asset_materializations_for_node("model_export")[0].metadata
         events = "\n".join(str(e) for e in result.all_events)
         assert "[EMAIL]" in (home / "training_data" / "extracted.jsonl").read_text()
         assert "redactions" in extracted_md

@@ -107,6 +107,6 @@ def test_the_assets_show_a_per_example_redaction_report(env):
             assert f"{kind} {n}" in line
     assert md["redacted_examples"].value == sum(bool(r["redactions"]) for r in rows) == 2
     curated_md = result.asset_materializations_for_node("curated_examples")[0].metadata
-    assert curated_md["redactions"].value["by_type"].get("EMAIL", 0) >= 1
+    assert "EMAIL" in curated_md["redaction_report"].value  # counts by type, per example
     assert "API_KEY 1" in curated_md["redaction_report"].value + table
     assert not _leaks(table + curated_md["redaction_report"].value)

@@ -54,7 +54,7 @@ def add_commands(sub) -> None:
     p.add_argument("--quant", choices=["q4_k_m", "q5_k_m", "q8_0", "f16"],
                    help="GGUF type of the merged file or of the adapter's base (default: chosen for the base model: "
                         "f16 for the embedded Gemma 270M, q4_k_m otherwise)")
-    p.add_argument("--name", default="companion")
+    p.add_argument("--name", default="companion", help="file name stem of the exported GGUF (default: %(default)s)")
     p.add_argument("--keep", type=int, help="model versions to keep (default FORGE_KEEP_MODEL_VERSIONS, 5); "
                                             "live and rollback models are always kept")
     p.set_defaults(func=cmd_export)

@@ -89,7 +89,14 @@ def collect_status(settings) -> dict:
 
     m = AdapterManifest.read_if_exists(settings.adapter_dir)
     status["adapter"] = None if m is None else {"created": m.created, "base_model": m.base_model.name,
-                                                "eval_loss": m.eval_loss, "base_eval_loss": m.base_eval_loss}
+                                                "backend": m.backend, "eval_loss": m.eval_loss,
+                                                "base_eval_loss": m.base_eval_loss}
+    from forge_pipeline.export.manifest import read_last_export
+
+    last = read_last_export(settings.models_dir, settings.home_dir)
+    status["model"] = None if last is None else {
+        "version": last[0].version, "kind": last[0].kind, "quantization": last[0].quantization,
+        "size_mb": last[0].size_mb, "path": str(last[1] / last[0].file)}
     status["next"] = next_step(status)
     return status
 
