@@ -172,3 +172,18 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return sha256_bytes(text.encode("utf-8"))
+
+
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Swap a fully written directory into place; readers never see a half-written one."""
+    import shutil
+    import time
+
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{int(time.time() * 1000)}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from pathlib import Path
+
+from forge_pipeline.files import publish_dir
 
 
 class ExportError(RuntimeError):
@@ -33,18 +33,6 @@ def _keep_sentencepiece_model(base_dir: Path, merged_dir: Path) -> None:
     source = base_dir / "tokenizer.model"
     if source.is_file() and not (merged_dir / "tokenizer.model").exists():
         shutil.copy2(source, merged_dir / "tokenizer.model")
-
-
-def publish_dir(tmp: Path, final: Path) -> Path:
-    """Swap a fully written directory into place; readers never see a half-written one."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{int(time.time() * 1000)}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _load_base(base_path: str, dtype: str = "bfloat16"):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from forge_pipeline.training.base_model import ResolvedBase
-from forge_pipeline.training.config import DEFAULT_CHAT_TEMPLATE, TrainingConfig
+from forge_pipeline.training.config import TrainingConfig
 from forge_pipeline.training.errors import TrainingError
 
 
@@ -35,15 +35,11 @@ def choose_backend(requested: str, cuda: bool) -> str:
 
 
 def prepare_tokenizer(tok) -> None:
-    """The chat template the adapter is trained (and served) with, and a pad token."""
-    try:  # the quality work's template choice (base's own, its family's turn tokens, else plain text)
-        from forge_pipeline.training.chat_template import prepare_tokenizer as choose_template
-    except ImportError:  # not installed alongside: the plain-text default when the base has none
-        choose_template = None
-    if choose_template is not None:
-        choose_template(tok)
-    elif not tok.chat_template:
-        tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    """The chat template the adapter is trained (and served) with (the base's own, else its family's turn
+    tokens, else the plain-text default: training/chat_template.py), and a pad token."""
+    from forge_pipeline.training.chat_template import prepare_tokenizer as choose_template
+
+    choose_template(tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
 

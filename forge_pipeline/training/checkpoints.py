@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from forge_pipeline.files import atomic_write_json, fsync_dir, sha256_file
+from forge_pipeline.files import atomic_write_json, fsync_dir, publish_dir, sha256_file  # noqa: F401  (publish_dir: re-exported)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 SEAL = "forge_checkpoint.json"
@@ -81,18 +81,6 @@ def last_complete_checkpoint(output_dir: Path, log=print) -> Path | None:
 def clear_checkpoints(output_dir: Path) -> None:
     for ckpt in checkpoints(output_dir):
         shutil.rmtree(ckpt, ignore_errors=True)
-
-
-def publish_dir(tmp: Path, final: Path) -> Path:
-    """Swap a fully written directory into place; readers never see a half-written final/."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{int(time.time() * 1000)}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 RUN_FILE = "run.json"

@@ -23,20 +23,6 @@ DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 DEVICES = ("cuda", "cpu")
 ENV_PREFIX = "FORGE_TRAIN_"
 
-# Used when the base tokenizer has none. Plain-text role markers work with any vocabulary; the template
-# renders bos_token itself because chat-templated text is tokenized without added special tokens (by
-# TRL in training and by llama.cpp in serving), and ends each assistant turn with eos_token, which is what
-# stops generation. It is saved with the adapter and written into the GGUF.
-DEFAULT_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}### System:\n{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'user' %}### User:\n{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'assistant' %}### Assistant:\n{{ message['content'] }}{{ eos_token }}\n\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
-)
-
 # transformers' SchedulerType values (checked against the installed transformers in test_training_config.py);
 # listed here so a typo fails when the settings are read, not inside the trainer process.
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",

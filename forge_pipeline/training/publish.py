@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from forge_pipeline.files import publish_dir
 from forge_pipeline.training.base_model import ResolvedBase
-from forge_pipeline.training.checkpoints import publish_dir
 from forge_pipeline.training.config import TrainingConfig
 from forge_pipeline.training.data import TrainingData
 from forge_pipeline.training.manifest import AdapterManifest, BaseModelRef, DataRef, to_stored
