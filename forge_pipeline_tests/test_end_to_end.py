@@ -1,9 +1,9 @@
-"""The whole product on loopback with real processes: serving on a small real GGUF, dagster-daemon and
+"""The whole product on loopback with real processes: serving (started with no model), dagster-daemon and
 dagster-webserver on a temporary DAGSTER_HOME, forge_job launched through the webserver's GraphQL API on the
 sample vault; the sensor hot-reloads serving; further ticks do not; a second run with unchanged inputs
 skips training. The base is the embedded Gemma 3 270M trained for a few steps, exported as a LoRA adapter
-GGUF on its base GGUF, evaluated against the live model (a random tiny model serving at the start), deployed
-by the level-triggered sensor: serving swaps base and adapter."""
+GGUF on its base GGUF, evaluated (against the base: serving starts with no model, as on the first night), and
+deployed by the level-triggered sensor: serving loads base and adapter."""
 import json
 import os
 import shutil
@@ -17,7 +17,6 @@ import pytest
 
 from forge_pipeline_tests.conftest import REPO_ROOT
 from forge_pipeline_tests.helpers import Server, free_port
-from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 BIN = Path(sys.executable).parent
 LOCATION, REPO = "forge_pipeline", "__repository__"
@@ -70,9 +69,8 @@ def stack(tmp_path, gemma_base):
     home, dagster_home = tmp_path / "forge_home", tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy2(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    start_model = make_tiny_gguf(home / "models" / "v0" / "companion-v0.gguf", seed=5, work=tmp_path)
     base = gemma_base
-    serving = Server(home, model=start_model).wait()
+    serving = Server(home).wait()  # the first night: serving runs, no model yet
     env = {**os.environ, "FORGE_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "FORGE_SERVING_URL": serving.url, "FORGE_MIN_CURATED_EXAMPLES": "20"}
     logs = tmp_path / "logs"

@@ -303,3 +303,39 @@ def test_trainer_crash_fails_the_step(config, tmp_path):
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "lora_adapter" in failure.step_key
+
+
+@pytest.mark.slow
+def test_nan_training_fails_once_and_is_not_retried(config, tmp_path):
+    """A NaN loss (a corrupted base) fails lora_adapter with the trainer's reason, exactly once: the asset has
+    no retry policy and the instance retries only crashed runs, never asset failures (a transient deploy
+    error, by contrast, is retried by the next sensor tick: test_deploy_is_level_triggered)."""
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from forge_pipeline.defs import data_assets, training
+    from forge_pipeline.orchestration.resources import ForgeSettingsResource, TrainerLauncher
+    from forge_pipeline_tests.conftest import REPO_ROOT
+    from forge_pipeline_tests.tiny_models import make_tiny_llama
+
+    broken = make_tiny_llama(tmp_path / "broken", seed=3)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(broken)
+    assets = [data_assets.vault_notes, data_assets.extracted_examples, data_assets.curated_examples, training.lora_adapter]
+    result = materialize(assets, resources={"forge": ForgeSettingsResource(), "trainer": TrainerLauncher()},
+                         run_config={"ops": {"lora_adapter": {"config": {
+                             "base_model": str(broken), "max_steps": 2, "batch_size": 4, "max_seq_length": 256,
+                             "gradient_accumulation_steps": 1, "eval_steps": 100}}}}, raise_on_error=False)
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events if e.step_key == "lora_adapter"]
+    assert kinds.count("STEP_FAILURE") == 1 and "STEP_UP_FOR_RETRY" not in kinds
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    err = failure.event_specific_data.error
+    logs = str(err.message) + str(err.cause.message if err.cause else "") + str(failure.event_specific_data.user_failure_data.description if failure.event_specific_data.user_failure_data else "")
+    assert "nan" in logs.lower() or "non-finite" in logs.lower() or "diverged" in logs.lower(), logs[-3000:]
+    assert training.lora_adapter.op.retry_policy is None
+    assert yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert not (config.adapter_dir / "manifest.json").exists()

@@ -28,11 +28,24 @@ class TrainerLauncher(ConfigurableResource):
         import os
         import sys
 
-        from dagster import PipesSubprocessClient
+        from dagster import DagsterEventType, EventRecordsFilter, Failure, PipesSubprocessClient
+        from dagster._core.errors import DagsterPipesExecutionError  # not exported at the top level
 
         cmd = [self.python or sys.executable, "-m", "forge_pipeline.training.pipes_entry"]
         client = PipesSubprocessClient(env={**os.environ, **self.env})
-        return client.run(command=cmd, context=context, extras=extras)
+        try:
+            return client.run(command=cmd, context=context, extras=extras)
+        except DagsterPipesExecutionError as e:
+            # The trainer's own error (a NaN loss, too few examples, a missing base model) arrived as a Pipes
+            # "closed with exception" event; say it in the step failure instead of "failed with code 1". Not
+            # retried: the same data and config fail the same way.
+            records = context.instance.get_event_records(EventRecordsFilter(DagsterEventType.ENGINE_EVENT), limit=50,
+                                                         ascending=False)
+            reasons = [r.event_log_entry.dagster_event.engine_event_data.error.message.strip()
+                       for r in records if r.run_id == context.run.run_id and r.event_log_entry.dagster_event
+                       and r.event_log_entry.dagster_event.engine_event_data
+                       and r.event_log_entry.dagster_event.engine_event_data.error]
+            raise Failure(f"training failed: {reasons[0] if reasons else e}", allow_retries=False) from None
 
 
 class ServingClient(ConfigurableResource):
