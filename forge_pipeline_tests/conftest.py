@@ -59,3 +59,20 @@ def tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def sample_vault() -> Path:
     return SAMPLE_VAULT
+
+
+# Modules whose every test trains or loads a real model, or starts real servers and Dagster processes
+# (measured: each test of them takes seconds to minutes on 2 cores). They get the `slow` marker here, so
+# `pytest -m "not slow"` is the quick loop; the default run still runs them all.
+SLOW_MODULES = {
+    "test_end_to_end", "test_web_ui", "test_up", "test_serving", "test_serving_reliability", "test_serving_adapters",
+    "test_model_pipeline", "test_evaluation_gate", "test_export_adapter", "test_export_retention",
+    "test_orchestration", "test_instance_config", "test_training", "test_privacy_canary", "test_public_api",
+    "test_user_turns",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
