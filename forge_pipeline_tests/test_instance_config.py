@@ -85,8 +85,9 @@ def test_two_gpu_bound_runs_never_overlap(forge_home, tmp_path):
     script, out = tmp_path / "gpu_probe.py", tmp_path / "spans.jsonl"
     script.write_text(GPU_PROBE)
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FORGE_HOME": str(forge_home)}
-    # the first run creates the storage; both then race for the pool
-    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"], env=env, check=True)
+    # the instance is prepared as `forge up` prepares it (storage and the pool's slot); both runs then race
+    subprocess.run([sys.executable, "-c", "import dagster as dg; from forge_pipeline.orchestration.concurrency import "
+                    "ensure_gpu_pool; i = dg.DagsterInstance.get(); ensure_gpu_pool(i); i.dispose()"], env=env, check=True)
     procs = [subprocess.Popen([sys.executable, str(script), str(out)], env=env, cwd=tmp_path) for _ in range(2)]
     assert all(p.wait(timeout=180) == 0 for p in procs)
     (a_start, a_end), (b_start, b_end) = sorted(json.loads(line) for line in out.read_text().splitlines())
