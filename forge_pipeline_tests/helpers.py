@@ -169,3 +169,21 @@ def make_tiny_gemma(out: Path, seed: int = 0, turn_tokens: bool = True) -> Path:
     torch.manual_seed(seed)
     Gemma3ForCausalLM(cfg).save_pretrained(out)
     return out
+
+
+def two_tiny_ggufs(work: Path) -> dict[str, Path]:
+    """Two different tiny real GGUFs, "a" and "b" (the serving tests swap between them)."""
+    from forge_pipeline_tests.tiny_models import make_tiny_gguf
+
+    return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
+
+
+def home_with_models(home: Path, ggufs: dict[str, Path]) -> Path:
+    """A FORGE_HOME whose models/ holds each GGUF as its own version (v-a/companion-a.gguf, ...)."""
+    import shutil
+
+    for name, src in ggufs.items():
+        dst = home / "models" / f"v-{name}" / f"companion-{name}.gguf"
+        dst.parent.mkdir(parents=True)
+        shutil.copy2(src, dst)
+    return home

@@ -11,26 +11,19 @@ import time
 import httpx
 import pytest
 
-from forge_pipeline_tests.helpers import Server, free_port  # noqa: F401 - re-exported for older imports
-from forge_pipeline_tests.tiny_models import make_tiny_gguf
+from forge_pipeline_tests.helpers import Server, free_port, home_with_models, two_tiny_ggufs  # noqa: F401 - re-exported for older imports
 
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
 
 
 @pytest.fixture(scope="module")
 def ggufs(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("ggufs")
-    return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
+    return two_tiny_ggufs(tmp_path_factory.mktemp("ggufs"))
 
 
 @pytest.fixture
 def models_home(tmp_path, ggufs):
-    home = tmp_path / "home"
-    for name, src in ggufs.items():
-        dst = home / "models" / f"v-{name}" / f"companion-{name}.gguf"
-        dst.parent.mkdir(parents=True)
-        shutil.copy2(src, dst)
-    return home
+    return home_with_models(tmp_path / "home", ggufs)
 
 
 @pytest.fixture

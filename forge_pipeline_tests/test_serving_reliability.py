@@ -1,7 +1,6 @@
 """Issue 11's serving attacks against a real server (uvicorn, llama-cpp-python, tiny real GGUFs): each one
 failed on the server before the generation worker, the guard middleware and the persisted rollback target."""
 import select
-import shutil
 import socket
 import threading
 import time
@@ -9,8 +8,7 @@ import time
 import httpx
 import pytest
 
-from forge_pipeline_tests.helpers import Server
-from forge_pipeline_tests.tiny_models import make_tiny_gguf
+from forge_pipeline_tests.helpers import Server, home_with_models, two_tiny_ggufs
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
@@ -19,18 +17,12 @@ NO_END = {"2": -100}  # the tiny models' </s>: generation runs to max_tokens
 
 @pytest.fixture(scope="module")
 def ggufs(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("ggufs")
-    return {"a": make_tiny_gguf(work / "a.gguf", seed=1, work=work), "b": make_tiny_gguf(work / "b.gguf", seed=2, work=work)}
+    return two_tiny_ggufs(tmp_path_factory.mktemp("ggufs"))
 
 
 @pytest.fixture
 def home(tmp_path, ggufs):
-    home = tmp_path / "home"
-    for name, src in ggufs.items():
-        dst = home / "models" / f"v-{name}" / f"companion-{name}.gguf"
-        dst.parent.mkdir(parents=True)
-        shutil.copy2(src, dst)
-    return home
+    return home_with_models(tmp_path / "home", ggufs)
 
 
 def model_a(home):
