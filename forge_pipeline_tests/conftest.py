@@ -76,3 +76,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+# Shared by the training and export tests: a tiny real Llama per module, and the sample vault extracted and curated.
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    from forge_pipeline_tests.tiny_models import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture
+def curated(config):
+    from forge_pipeline.curation.curate import curate
+    from forge_pipeline.extraction.extractor import extract_training_data
+
+    extract_training_data(config=config)
+    curate(config)
+    return config

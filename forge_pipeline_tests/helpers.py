@@ -187,3 +187,12 @@ def home_with_models(home: Path, ggufs: dict[str, Path]) -> Path:
         dst.parent.mkdir(parents=True)
         shutil.copy2(src, dst)
     return home
+
+
+def tiny_cfg(base, **kw):
+    """A TrainingConfig for the tiny base: 4 short steps, checkpoints and evals every 2."""
+    from forge_pipeline.training.config import TrainingConfig
+
+    return TrainingConfig(**{"base_model": str(base), "max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 1,
+                             "max_seq_length": 384, "logging_steps": 1, "save_steps": 2, "eval_steps": 2,
+                             "learning_rate": 5e-3, **kw})

@@ -12,32 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from forge_pipeline.curation.curate import curate
-from forge_pipeline.extraction.extractor import extract_training_data
 from forge_pipeline.training.base_model import BaseModelError, resolve_base_model
 from forge_pipeline.training.checkpoints import SEAL, checkpoints, last_complete_checkpoint
 from forge_pipeline.training.config import TrainingConfig
 from forge_pipeline.training.manifest import AdapterManifest
 from forge_pipeline.training.trainer import NonFiniteLossError, TrainingError, run_training, run_with_oom_backoff
+from forge_pipeline_tests.helpers import tiny_cfg  # fixtures tiny_base and curated: conftest.py
 from forge_pipeline_tests.tiny_models import make_tiny_llama
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
-
-
-@pytest.fixture
-def curated(config):
-    extract_training_data(config=config)
-    curate(config)
-    return config
-
-
-def tiny_cfg(base, **kw) -> TrainingConfig:
-    return TrainingConfig(**{"base_model": str(base), "max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 1,
-                             "max_seq_length": 384, "logging_steps": 1, "save_steps": 2, "eval_steps": 2,
-                             "learning_rate": 5e-3, **kw})
 
 
 class Crash(Exception):

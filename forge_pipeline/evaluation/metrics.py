@@ -85,10 +85,9 @@ def invented_turn(text: str) -> str | None:
     return m.group(0).strip() if m else None
 
 
-def loop_reason(text: str) -> str | None:
-    """Why an answer loops, or None (empty answers are counted separately)."""
-    if not text.strip():
-        return None
+def word_loop(text: str) -> str | None:
+    """A word 3-gram over 30% of the answer (4+ times), or under 20% distinct words (12+ words); else None.
+    Shared by the evaluation's probes and the export's validation answers."""
     words = re.findall(r"\w+|[^\w\s]", text.lower())
     if len(words) >= 12:
         grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
@@ -97,6 +96,15 @@ def loop_reason(text: str) -> str | None:
             return f"repeats {' '.join(top)!r} {count} times"
         if len(set(words)) / len(words) < 0.2:
             return f"only {len(set(words))} distinct words in {len(words)}"
+    return None
+
+
+def loop_reason(text: str) -> str | None:
+    """Why an answer loops, or None (empty answers are counted separately)."""
+    if not text.strip():
+        return None
+    if reason := word_loop(text):
+        return reason
     sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?\n])\s+", text) if len(s.strip()) >= 20]
     if sentences:
         sentence, count = Counter(sentences).most_common(1)[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,10 @@ def degeneracy(text: str) -> str | None:
     """Why an answer is degenerate (empty or looping), or None when it reads like text."""
     if not text or not text.strip():
         return "empty answer"
-    words = re.findall(r"\w+|[^\w\s]", text.lower())
-    if len(words) >= 12:
-        grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-        top, count = Counter(grams).most_common(1)[0]
-        if count / len(grams) > 0.3 and count >= 4:
-            return f"repeats {' '.join(top)!r} {count} times"
-        if len(set(words)) / len(words) < 0.2:
-            return f"only {len(set(words))} distinct words in {len(words)}"
+    from forge_pipeline.evaluation.metrics import word_loop
+
+    if reason := word_loop(text):
+        return reason
     if re.search(r"(.)\1{19,}", text):
         return "one character repeated 20+ times"
     return None
