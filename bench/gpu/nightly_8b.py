@@ -45,7 +45,16 @@ def prepare(model_dir: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     make_data(work / "train-0.jsonl", str(model_dir), 500, (100, 400), seed=0)
     make_data(work / "eval.jsonl", str(model_dir), 50, (100, 400), seed=99)
+    # The nightly's eval split: the vault grew since night 0, so 5 of its 50 conversations are new.
+    make_data(work / "eval-new.jsonl", str(model_dir), 5, (100, 400), seed=98)
+    rows = (work / "eval.jsonl").read_text().splitlines()[5:]
+    new = [r.replace('"id": "0000', '"id": "new0', 1) for r in (work / "eval-new.jsonl").read_text().splitlines()]
+    (work / "eval-1.jsonl").write_text("\n".join(rows + new) + "\n")
     return {"stage": "prepare", "s": round(time.time() - t, 1)}
+
+
+def _eval_split(data_seed: int) -> str:
+    return "eval.jsonl" if data_seed == 0 else "eval-1.jsonl"
 
 
 def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: dict) -> tuple:
@@ -65,7 +74,7 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
         overrides.update(max_steps=2, max_seq_length=128)
     cfg = resolve_training_config(overrides, DEVICE)
     t = time.time()
-    report = run_training(data, home / "training", cfg, eval_path=work / "eval.jsonl", home=home,
+    report = run_training(data, home / "training", cfg, eval_path=work / _eval_split(data_seed), home=home,
                           log=lambda m: print(m, file=sys.stderr))
     stages["training_total_s"] = round(time.time() - t, 2)
     stages["load_s"], stages["train_s"] = report.metrics.get("load_s"), report.metrics.get("train_s")
@@ -81,14 +90,34 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     return report, exp, data
 
 
+def _evaluate(report, exp, work: Path, data: Path, eval_split: str, stages: dict):
+    """The evaluation step as the nightly job runs it: candidate vs base, with the evaluation folder kept
+    between nights (FORGE_HOME/evaluation: cached base probe answers and per-example losses, as a person's
+    install has them after its first night)."""
+    from forge_pipeline.evaluation.evaluate import evaluate_models
+    from forge_pipeline.evaluation.gate import decide
+    from forge_pipeline.evaluation.served import ServedModel
+
+    adapter_path, base_gguf = Path(exp.gguf_path), Path(exp.base_gguf)
+    t = time.time()
+    ev = evaluate_models(ServedModel(base_gguf, adapter_path), ServedModel(base_gguf, None),
+                         adapter_dir=Path(report.final_dir), eval_path=work / eval_split, train_path=data,
+                         max_examples=50, cache_dir=work / "home" / "evaluation", log=lambda m: print(m, file=sys.stderr))
+    stages["evaluation_s"] = round(time.time() - t, 2)
+    return ev, decide(ev, against="base")
+
+
 def base(model_dir: Path, work: Path) -> dict:
-    """Night 0: a short training whose export builds the resident base q4_k_m GGUF (once per base model)."""
+    """Night 0: a short training whose export builds the resident base q4_k_m GGUF (once per base model), then
+    its evaluation (so the nightly finds what a second night finds: the base's probe answers already made)."""
     stages: dict = {}
     t = time.time()
     _import_unsloth()
     stages["imports_s"] = round(time.time() - t, 2)
-    _, exp, _ = _night(model_dir, work, data_seed=0, max_steps=2, stages=stages)
-    return {"stage": "night0_builds_base_gguf", **stages, "base_gguf": exp.base_gguf}
+    report, exp, data = _night(model_dir, work, data_seed=0, max_steps=2, stages=stages)
+    ev, _ = _evaluate(report, exp, work, data, _eval_split(0), stages)
+    return {"stage": "night0_builds_base_gguf", **stages, "base_gguf": exp.base_gguf,
+            "evaluation_timings": getattr(ev, "timings", None)}
 
 
 def nightly(model_dir: Path, work: Path) -> dict:
@@ -98,17 +127,8 @@ def nightly(model_dir: Path, work: Path) -> dict:
     _import_unsloth()
     stages["imports_s"] = round(time.time() - t, 2)
     report, exp, data = _night(model_dir, work, data_seed=1, max_steps=-1, stages=stages)
-    from forge_pipeline.evaluation.evaluate import evaluate_models
-    from forge_pipeline.evaluation.gate import decide
-    from forge_pipeline.evaluation.served import ServedModel
-
-    adapter_path, base_gguf = Path(exp.gguf_path), Path(exp.base_gguf)
-    t = time.time()
-    ev = evaluate_models(ServedModel(base_gguf, adapter_path), ServedModel(base_gguf, None),
-                         adapter_dir=Path(report.final_dir), eval_path=work / "eval.jsonl", train_path=data,
-                         max_examples=50, log=lambda m: print(m, file=sys.stderr))
-    stages["evaluation_s"] = round(time.time() - t, 2)
-    decision = decide(ev, against="base")
+    ev, decision = _evaluate(report, exp, work, data, _eval_split(1), stages)
+    adapter_path = Path(exp.gguf_path)
     import httpx
 
     t = time.time()

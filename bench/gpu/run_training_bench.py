@@ -7,10 +7,11 @@
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
 to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_h100.json summarizes one such file).
-    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore]
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat]
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
-wrapped strategy) that chose the defaults.
+wrapped strategy) that chose the defaults. `repeat` runs bare, forge 4x512 and forge 4x2048 in turn three times, then
+forge packed once: the side-by-side figures with their spread.
 """
 from __future__ import annotations
 
@@ -39,27 +40,29 @@ def run(cmd: list[str], log: Path) -> list[dict]:
     return rows
 
 
+def build_plan(name: str, model_dir: str, bare: str) -> list[list[str]]:
+    shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
+    plan = [] if (Path(model_dir) / "config.json").exists() else [[sys.executable, bare, "make", model_dir]]
+    packed = shape + ["unsloth", "--seq", "2048", "--packing"]
+    if name == "repeat":  # bare and forge alternating, three rounds: 4x512 moves +-20% run to run
+        for _ in range(3):
+            plan.append([sys.executable, bare, "unsloth", model_dir])
+            plan += [shape + ["unsloth", "--seq", seq] for seq in ("512", "2048")]
+        return plan + [packed]
+    plan.append([sys.executable, bare, "unsloth", model_dir])
+    backends = ("unsloth",) if name == "explore" else ("unsloth", "transformers")
+    plan += [shape + [backend, "--seq", seq] for backend in backends for seq in ("512", "2048")]
+    if name != "explore":
+        return plan + [packed]
+    plan += [packed + ["--packing-strategy", strategy] for strategy in ("bfd", "wrapped")]
+    return plan + [shape + ["unsloth", "--seq", seq, "--padding-free", "off"] for seq in ("512", "2048")]
+
+
 def main() -> None:
     model_dir, bare, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    plan_name = sys.argv[4] if len(sys.argv) > 4 else "full"
+    plan = build_plan(sys.argv[4] if len(sys.argv) > 4 else "full", model_dir, bare)
     out.mkdir(parents=True, exist_ok=True)
     runs, log = out / "gpu_training_runs.jsonl", out / "gpu_training.log"
-    plan = []
-    if not (Path(model_dir) / "config.json").exists():
-        plan.append([sys.executable, bare, "make", model_dir])
-    plan.append([sys.executable, bare, "unsloth", model_dir])
-    shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
-    backends = ("unsloth",) if plan_name == "explore" else ("unsloth", "transformers")
-    for backend in backends:
-        for seq in ("512", "2048"):
-            plan.append(shape + [backend, "--seq", seq])
-    if plan_name == "explore":
-        for strategy in ("bfd", "wrapped"):
-            plan.append(shape + ["unsloth", "--seq", "2048", "--packing", "--packing-strategy", strategy])
-        for seq in ("512", "2048"):
-            plan.append(shape + ["unsloth", "--seq", seq, "--padding-free", "off"])
-    else:
-        plan.append(shape + ["unsloth", "--seq", "2048", "--packing"])
     for cmd in plan:
         for row in run(cmd, log):
             with runs.open("a") as f:
