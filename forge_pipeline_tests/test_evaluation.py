@@ -142,3 +142,17 @@ def test_headline_numbers_are_typed_and_rounded():
     assert h["deploy"] is True and h["eval_loss_candidate"] == 2.0 and h["improvement_vs_live_pct"] == 4.76
     assert h["improvement_vs_base_pct"] == 33.33 and isinstance(h["loop_rate"], float)
     assert all(not isinstance(v, str) for v in h.values())  # numbers only: no vault text in metadata
+
+
+def test_a_live_model_of_another_vocabulary_leaves_the_loss_rule_to_the_base():
+    report = make_report(cand_loss=2.5, live_loss=None, base_loss=3.0)
+    live = report.models["candidate"].model_copy(update={"role": "live", "eval_loss": None,
+                                                         "not_scored": "its vocabulary differs (400 vs 300 tokens)"})
+    report.models["live"] = live
+    d = decide(report)
+    assert d.deploy and any("beats the base's 3.0000" in p and "vocabulary" in p for p in d.passed), d.passed
+    report.models["candidate"].eval_loss = 3.1
+    d = decide(report)
+    assert not d.deploy and len(d.reasons) == 1 and "does not beat the base" in d.reasons[0]
+    assert "vocabulary" in d.reasons[0] and d.reasons[0].count(". ") == 0
+    assert "not measured: its vocabulary differs" in markdown(report, d)

@@ -9,12 +9,12 @@ WORDS = ("I think I realize looking back the team learned rest work today decisi
          "reflection meeting guitar book quiet morning evening lesson change better").split()
 
 
-def make_tokenizer(out: Path) -> None:
+def make_tokenizer(out: Path, pieces: int = 400) -> None:
     import sentencepiece as spm
 
     corpus = out / "corpus.txt"
     corpus.write_text("\n".join(" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(14)) for i in range(3000)))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=400,
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=pieces,
                                    model_type="bpe", bos_id=1, eos_id=2, pad_id=0, unk_id=3, byte_fallback=True,
                                    bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>", unk_piece="<unk>",
                                    minloglevel=2)
@@ -28,13 +28,13 @@ def make_tokenizer(out: Path) -> None:
     AutoTokenizer.from_pretrained(str(out)).save_pretrained(str(out))
 
 
-def make_tiny_llama(out: Path, seed: int = 0, vocab_size: int = 400) -> Path:
-    """vocab_size above the tokenizer's 400 pieces gives a padded embedding, as many released models have."""
+def make_tiny_llama(out: Path, seed: int = 0, vocab_size: int = 400, pieces: int = 400) -> Path:
+    """vocab_size above the tokenizer's ``pieces`` gives a padded embedding, as many released models have."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
-    make_tokenizer(out)
+    make_tokenizer(out, pieces)
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,

@@ -72,6 +72,19 @@ def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], keep_logits: bo
     return (total / n if n else None), n, kept
 
 
+def _other_vocabulary(model: LoadedModel, candidate_vocab: tuple[int, str] | None) -> str | None:
+    """Why ``model`` cannot be scored on the candidate's token ids (another vocabulary), or None. None too
+    when it runs on the candidate's own GGUF (candidate_vocab None: same file, same vocabulary)."""
+    if candidate_vocab is None:
+        return None
+    n, digest = candidate_vocab
+    if model.n_vocab != n:
+        return f"its vocabulary differs from the candidate's ({model.n_vocab} vs {n} tokens)"
+    if model.vocabulary_sha256() != digest:
+        return f"its vocabulary differs from the candidate's (same size, {n} tokens, but other tokens)"
+    return None
+
+
 def _round_trip(model: LoadedModel, tok, rows: list[dict], seqs_full: list[tuple[list[int], int]]) -> RoundTrip:
     problems, mismatched = [], []
     if not model.template:
@@ -217,15 +230,21 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         results["candidate"].probes, results["candidate"].probes_cached = c_probes, c_cached
         timings["candidate_probes_s"] = time.perf_counter() - t
         cand_template = cand.used_template
+        cand_vocab = (cand.n_vocab, cand.vocabulary_sha256()) if live is not None and live.gguf != candidate.gguf else None
 
     if live is not None:
         t = time.perf_counter()
         with LoadedModel(live, n_ctx, n_threads, fallback_template=cand_template) as lv:
-            l_loss, l_n, _ = _loss(lv, seqs)
+            not_scored = _other_vocabulary(lv, cand_vocab)
+            if not_scored:  # e.g. the person switched base model: the candidate's ids mean other tokens there
+                log(f"live: not scored on eval loss, {not_scored}")
+                l_loss, l_n = None, 0
+            else:
+                l_loss, l_n, _ = _loss(lv, seqs)
             l_probes, l_cached = _probe(lv, prompts, sampling, idents["live"], cache_dir, train_corpus)
         results["live"] = ModelResult(role="live", gguf=str(live.gguf), lora=str(live.lora) if live.lora else None,
-                                      identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n, probes=l_probes,
-                                      probes_cached=l_cached)
+                                      identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n,
+                                      not_scored=not_scored, probes=l_probes, probes_cached=l_cached)
         timings["live_s"] = time.perf_counter() - t
 
     held_out = [r["messages"][-1]["content"] for r in rows]

@@ -11,7 +11,8 @@ A candidate is deployed only if every rule holds:
 4. **little regurgitation**: the share of probe answers copying >= 50 characters of a training answer is at
    most ``FORGE_GATE_MAX_REGURGITATION_SHARE``;
 5. **no worse**: eval loss at most the live model's times (1 + ``FORGE_GATE_LOSS_TOLERANCE``); the first
-   model (no live one) must beat the base's eval loss.
+   model (no live one) must beat the base's eval loss, and so must a candidate whose live model has another
+   vocabulary (a switched base model: its loss on the candidate's token ids would mean nothing).
 """
 from __future__ import annotations
 
@@ -87,7 +88,18 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
                       f"training data (limit {t.max_regurgitation_share:.0%}; longest {cand.regurgitation_max_chars}).")
 
     c_loss, r_loss = cand.eval_loss, ref.eval_loss if ref is not None else None
-    if c_loss is None or r_loss is None:
+    unscored = ref.not_scored if ref is not None and ref_name == "live" and r_loss is None else None
+    if unscored and report.base is not None and report.base.eval_loss is not None and c_loss is not None:
+        # The live model has another vocabulary (a switched base model): its loss is not comparable, so the
+        # first-model rule applies against the base.
+        b_loss = report.base.eval_loss
+        if c_loss < b_loss:
+            passed.append(f"eval loss {c_loss:.4f} beats the base's {b_loss:.4f} (the live model was not scored: "
+                          f"{unscored})")
+        else:
+            failed.append(f"Eval loss {c_loss:.4f} does not beat the base model's {b_loss:.4f}, which it must since "
+                          f"the live model cannot be compared ({unscored}).")
+    elif c_loss is None or r_loss is None:
         failed.append(f"Eval loss is missing for the {'candidate' if c_loss is None else ref_name} model.")
     elif ref_name == "live":
         limit = r_loss * (1 + t.loss_tolerance)

@@ -5,7 +5,8 @@ Definitions:
 - **eval loss**: mean negative log-likelihood (nats per token) of the assistant tokens of each eval
   conversation — the trained completion, including its end-of-turn token — given everything before them,
   token-weighted over the eval split, with every model fed the same token ids (the training tokenizer's
-  template), truncated to the training max_seq_length. Lower is better.
+  template), truncated to the training max_seq_length. Lower is better. A model whose vocabulary differs
+  from the candidate's (a live model of another base family) is not scored: the ids mean other tokens there.
 - **fidelity KLD**: mean over the same assistant-token positions of KL(P_trained || P_served), where
   P_trained is the next-token distribution of the trained model in Hugging Face form (base + LoRA, float32)
   and P_served that of the served file (GGUF, or base GGUF + LoRA GGUF) through llama.cpp. It is zero for

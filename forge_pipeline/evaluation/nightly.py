@@ -97,6 +97,8 @@ def markdown(report: EvaluationReport, decision: GateDecision, folder: Path | No
             f"{rt.end_of_turn_token!r} {'stops' if rt.end_of_turn_is_eog else 'does NOT stop'} generation.",
             f"Eval split: {report.eval_examples} conversations, {report.eval_tokens} answer tokens. Evaluation took "
             f"{report.timings.get('total_s', 0):.0f} s."]
+    out += [f"The {m.role} model's eval loss was not measured: {m.not_scored}." for m in report.models.values()
+            if m.not_scored]
     if report.loss_curve:
         out += ["", "Loss curve (eval loss by training step, step 0 = base): "
                 + ", ".join(f"{s}: {v:.3f}" for s, v in report.loss_curve)]

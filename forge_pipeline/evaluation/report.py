@@ -33,6 +33,7 @@ class ModelResult(BaseModel):
     identity: str = ""  # sha256 of the GGUF (+ ":" + the adapter's)
     eval_loss: Optional[float] = None
     eval_tokens: int = 0
+    not_scored: Optional[str] = None  # why eval loss was not measured (e.g. another vocabulary than the candidate's)
     probes: list[ProbeResult] = Field(default_factory=list)
     probes_cached: bool = False
     drift_kld: Optional[float] = None  # vs the base, on the general-text set

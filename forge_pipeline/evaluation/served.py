@@ -119,6 +119,18 @@ class LoadedModel:
         self.llm.eval(ids)
         return np.array(self.llm.scores[:len(ids)], dtype=np.float32)
 
+    def vocabulary_sha256(self) -> str:
+        """sha256 of the vocabulary (every token's text, in id order): two models score the same token ids
+        alike only when these are equal. ~0.3 s for Gemma's 262k tokens (measured)."""
+        import hashlib
+
+        import llama_cpp
+
+        vocab, h = self.llm._model.vocab, hashlib.sha256()
+        for i in range(self.n_vocab):
+            h.update((llama_cpp.llama_vocab_get_text(vocab, i) or b"") + b"\0")
+        return h.hexdigest()
+
     def is_eog(self, token_id: int) -> bool:
         return self._is_eog(token_id)
 
