@@ -46,6 +46,7 @@ class ScanOptions:
     follow_external_symlinks: bool = False
     private_folders: tuple[str, ...] = ()
     private_globs: tuple[str, ...] = ()
+    private_tags: frozenset[str] = frozenset({"private"})  # frontmatter tags making a note private
 
 
 def check_vault(vault: Path) -> Path:
@@ -83,6 +84,30 @@ def _private_reason(rel: str, is_dir: bool, opts: ScanOptions) -> str | None:
     return None
 
 
+def path_private_reason(rel: str, opts: ScanOptions) -> str | None:
+    """Whether a vault path lies in a private folder or matches a private glob (it or any folder above it)."""
+    parts = [p for p in rel.strip("/").split("/") if p]
+    for i in range(1, len(parts)):
+        reason = _private_reason("/".join(parts[:i]), True, opts)
+        if reason:
+            return reason
+    return _private_reason("/".join(parts), False, opts) if parts else None
+
+
+def _head_private_reason(path: Path, opts: ScanOptions) -> str | None:
+    """A note's frontmatter privacy from its first bytes only (frontmatter over MAX_FRONTMATTER_CHARS is
+    not read anyway); an unreadable head is treated as private: it cannot be shown to be public."""
+    from forge_pipeline.extraction.markdown import MAX_FRONTMATTER_CHARS
+    from forge_pipeline.extraction.optout import frontmatter_private_reason
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4 * MAX_FRONTMATTER_CHARS + 16)
+    except OSError:
+        return None  # listed as too large, like any unreadable note the extractor names (redacted)
+    return frontmatter_private_reason(head.decode("utf-8", "replace"), opts.private_tags)
+
+
 def _count_notes(folder: Path) -> int:
     n = 0
     for _dirpath, _dirs, files in os.walk(folder):  # os.walk does not follow links: no escape, no loop
@@ -114,28 +139,35 @@ def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_
             continue
         for entry in entries:
             entry_rel = f"{rel}/{entry.name}" if rel else entry.name
-            if not _valid_utf8(entry.name):
-                scan.warnings.append({"file": escaped_name(entry_rel), "problem": "file name is not valid UTF-8; "
-                                      "not read (rename it to include it)"})
-                continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
                 is_file = entry.is_file(follow_symlinks=True)
                 is_link = entry.is_symlink()
             except OSError as e:  # e.g. ELOOP on a self-referencing link
-                scan.warnings.append({"file": entry_rel, "problem": f"cannot follow link: {e.strerror or e}"})
+                if not _private_reason(entry_rel, False, opts):
+                    scan.warnings.append({"file": escaped_name(entry_rel),
+                                          "problem": f"cannot follow link: {e.strerror or e}"})
                 continue
-            if is_link and (is_dir or is_file) and not opts.follow_external_symlinks \
-                    and not _inside(os.path.realpath(entry.path), root_real):
+            leaves = is_link and (is_dir or is_file) and not _inside(os.path.realpath(entry.path), root_real)
+            # Private first: every later branch (bad name, link out, too large) would name the file.
+            private = _private_reason(entry_rel, is_dir, opts)
+            if private:
+                if is_dir and not leaves:
+                    scan.private[private] += _count_notes(Path(entry.path))
+                elif not is_dir and entry.name.lower().endswith(".md"):
+                    scan.private[private] += 1
+                continue
+            if not _valid_utf8(entry.name):
+                scan.warnings.append({"file": escaped_name(entry_rel), "problem": "file name is not valid UTF-8; "
+                                      "not read (rename it to include it)"})
+                continue
+            if leaves and not opts.follow_external_symlinks:
                 scan.warnings.append({"file": entry_rel, "problem": "symlink to a place outside the vault, not "
                                       "followed (FORGE_FOLLOW_EXTERNAL_SYMLINKS=true allows it)"})
                 continue
             if is_dir:
-                private = _private_reason(entry_rel, True, opts)
                 if entry.name.lower() in excluded:
                     scan.skipped.append({"file": entry_rel + "/", "reason": "excluded folder"})
-                elif private:
-                    scan.private[private] += _count_notes(Path(entry.path))
                 else:
                     (linked if is_link else stack).append((Path(entry.path), entry_rel))
                 continue
@@ -144,14 +176,15 @@ def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_
                 continue
             if not is_file or not entry.name.lower().endswith(".md"):
                 continue  # attachments, canvases, config: not notes
-            private = _private_reason(entry_rel, False, opts)
-            if private:
-                scan.private[private] += 1
-                continue
             st = entry.stat(follow_symlinks=True)
             if st.st_size > opts.max_note_bytes:
-                scan.skipped.append({"file": entry_rel,
-                                     "reason": f"too large ({st.st_size} bytes > {opts.max_note_bytes})"})
+                # not extracted, but its frontmatter may still say private: then it is counted, not named
+                private = _head_private_reason(Path(entry.path), opts)
+                if private:
+                    scan.private[private] += 1
+                else:
+                    scan.skipped.append({"file": entry_rel,
+                                         "reason": f"too large ({st.st_size} bytes > {opts.max_note_bytes})"})
                 continue
             scan.notes.append(NoteFile(entry_rel, Path(entry.path), st.st_size, st.st_mtime_ns))
     scan.notes.sort(key=lambda n: n.rel_path)
@@ -161,25 +194,31 @@ def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_
 def inventory_notes(vault: Path, excluded_folders: list[str] | None = None, max_note_bytes: int = 1_000_000,
                     options: ScanOptions | None = None, phone_regions: tuple[str, ...] | None = None) -> dict:
     """The vault's notes with content hash, size and mtime, plus what was skipped and why. It is stored and
-    logged, so every file name in it is shown with its secrets redacted (forge_pipeline/privacy/names.py)."""
+    logged, so every file name in it is shown with its secrets redacted (forge_pipeline/privacy/names.py),
+    and a note whose frontmatter marks it private is counted by reason, never listed."""
     from datetime import datetime, timezone
 
+    from forge_pipeline.extraction.optout import frontmatter_private_reason
     from forge_pipeline.extraction.redaction import DEFAULT_PHONE_REGIONS
-    from forge_pipeline.files import sha256_file
+    from forge_pipeline.files import sha256_bytes
     from forge_pipeline.privacy.names import redact_file_entries, shown_path
 
     regions = tuple(phone_regions or DEFAULT_PHONE_REGIONS)
-
-    scan = scan_vault(vault, excluded_folders, max_note_bytes, options)
-    notes, warnings = [], list(scan.warnings)
+    opts = options or ScanOptions(tuple(excluded_folders or ()), max_note_bytes)
+    scan = scan_vault(vault, options=opts)
+    notes, warnings, private = [], list(scan.warnings), Counter(scan.private)
     for n in scan.notes:
         try:
-            digest = sha256_file(n.path)
+            raw = n.path.read_bytes()  # notes are at most max_note_bytes: read whole, hashed and checked once
         except OSError as e:
             warnings.append({"file": n.rel_path, "problem": f"unreadable: {e.strerror or e}"})
             continue
-        notes.append({"path": shown_path(n.rel_path, regions), "sha256": digest, "size": n.size,
+        reason = frontmatter_private_reason(raw.decode("utf-8", "replace"), opts.private_tags)
+        if reason:
+            private[reason] += 1
+            continue
+        notes.append({"path": shown_path(n.rel_path, regions), "sha256": sha256_bytes(raw), "size": n.size,
                       "mtime": datetime.fromtimestamp(n.mtime_ns / 1e9, timezone.utc).isoformat(timespec="seconds")})
     return {"vault": str(Path(vault).expanduser().resolve()), "notes": notes,
             "skipped": redact_file_entries(scan.skipped, regions), "warnings": redact_file_entries(warnings, regions),
-            "private_excluded": dict(scan.private)}
+            "private_excluded": dict(sorted(private.items()))}

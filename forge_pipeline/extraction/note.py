@@ -71,7 +71,8 @@ def options_from_settings(s: ForgeSettings) -> NoteOptions:
 
 def scan_options_from_settings(s: ForgeSettings) -> ScanOptions:
     return ScanOptions(tuple(s.excluded_folders), s.max_note_bytes, s.follow_external_symlinks,
-                       tuple(s.private_folders), tuple(s.private_globs))
+                       tuple(s.private_folders), tuple(s.private_globs),
+                       frozenset(t.lower().lstrip("#") for t in s.private_tags))
 
 
 @dataclass

@@ -10,7 +10,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from forge_pipeline.extraction.markdown import ParsedNote, frontmatter_tags
+from forge_pipeline.extraction.markdown import (
+    FrontmatterError,
+    ParsedNote,
+    frontmatter_tags,
+    parse_frontmatter,
+    split_frontmatter,
+)
 from forge_pipeline.extraction.obsidian import tag_matches
 
 _TRUE = {True, "true", "yes", "on", "1"}
@@ -20,13 +26,28 @@ _RAW_TAGS_RE = re.compile(r"(?im)^[ \t]*tags?[ \t]*:(.{0,400})$")
 
 
 def note_private_reason(note: ParsedNote, frontmatter_source: str | None, private_tags: frozenset[str]) -> str | None:
-    fm = note.frontmatter
+    return _private_reason(note.frontmatter, bool(note.frontmatter_error), frontmatter_source, private_tags)
+
+
+def frontmatter_private_reason(text: str, private_tags: frozenset[str]) -> str | None:
+    """Why a note's frontmatter marks it private, from its text alone (no Markdown parse): the vault scan and
+    inventory call this on notes they would otherwise list by name (too large, or merely hashed)."""
+    source = split_frontmatter(text.lstrip("\ufeff"))[0]
+    try:
+        fm, broken = parse_frontmatter(source), False
+    except FrontmatterError:
+        fm, broken = {}, True
+    return _private_reason(fm, broken, source, private_tags)
+
+
+def _private_reason(fm: dict, broken: bool, frontmatter_source: str | None, private_tags: frozenset[str]
+                    ) -> str | None:
     value = fm.get("private")
     if (value.lower() if isinstance(value, str) else value) in _TRUE:
         return "frontmatter private: true"
     if any(tag_matches(t, private_tags) for t in frontmatter_tags(fm)):
         return "frontmatter private tag"
-    if note.frontmatter_error and frontmatter_source:
+    if broken and frontmatter_source:
         if _RAW_PRIVATE_RE.search(frontmatter_source):
             return "frontmatter private: true"
         for m in _RAW_TAGS_RE.finditer(frontmatter_source):
