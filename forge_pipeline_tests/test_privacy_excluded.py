@@ -33,7 +33,7 @@ def _private_note(w: str, flag: str = "private: true") -> str:
 
 
 # canary stems; each private note's folder/name/frontmatter/headings/body carry '<stem>...' words
-STEMS = ["qfmflag", "qfmtag", "qfolder", "qglob", "qbig", "qbroken", "qbadname", "qlinkout"]
+STEMS = ["qfmflag", "qfmtag", "qfolder", "qglob", "qbig", "qbroken", "qbadname", "qlinkout", "qalias"]
 
 
 def _vault(root, outside):
@@ -51,6 +51,8 @@ def _vault(root, outside):
         # private, with YAML that does not parse and bytes that are not UTF-8: no warning may name it
         "Journal/qbrokenname.md": (_private_note("qbroken").replace("tags: [journal, ", "tags: [journal, [")
                                    .encode() + b"\xff\xfe tail\n"),
+        # private, with a YAML alias (refused, and the refusal names the anchor): the warning stays in the note
+        "Journal/qaliasname.md": _private_note("qalias").replace("mood: qaliasmood", "a: &qaliasanchor x\nb: *qaliasanchor"),
     }
     for rel, content in files.items():
         p = root / rel
@@ -104,7 +106,7 @@ def test_excluded_notes_reach_no_output_at_all(env, capsys, caplog):
     assert stats["total"] >= 6
     inv = json.loads((home / "training_data" / "vault_inventory.json").read_text())
     assert sorted(n["path"] for n in inv["notes"]) == [f"Journal/2026-05-0{i}.md" for i in range(1, 6)] + ["public.md"]
-    assert inv["private_excluded"] == {"frontmatter private: true": 3, "frontmatter private tag": 1,
+    assert inv["private_excluded"] == {"frontmatter private: true": 4, "frontmatter private tag": 1,
                                        "private folder": 1, "private glob": 3}, inv["private_excluded"]
     assert stats["private_notes"] == inv["private_excluded"]
-    assert "private, excluded: 8 notes" in out.out
+    assert "private, excluded: 9 notes" in out.out

@@ -173,6 +173,8 @@ def _extract(rel_path: str, raw: bytes, opts: NoteOptions, result: NoteResult, c
         result.warnings.append(note.frontmatter_error + "; frontmatter ignored, body still read")
     result.private = note_private_reason(note, split_frontmatter(text)[0], opts.private_tags)
     if result.private:
+        # the result is cached: a warning can quote the note (a YAML anchor's name), so only the reason stays
+        result.warnings = []
         return result
     mask, private_counts = private_blocks(note, opts.private_tags)
     result.private_blocks = dict(private_counts)
