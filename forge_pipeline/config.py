@@ -83,6 +83,9 @@ class ForgeSettings(BaseSettings):
                                            "outside the vault. Off: each such link is a warning and is not read.")
     note_time_budget_s: float = Field(20.0, gt=0, description="CPU seconds one note may take to extract; a note "
                                       "over it is skipped with a warning (a 1 MB note of normal text takes ~2 s).")
+    extract_workers: int = Field(0, ge=0, description="Processes parsing notes at once. 0: one per CPU core "
+                                 "when at least 400 notes need parsing (fewer: this process; a worker's start "
+                                 "costs ~1.3 s of CPU), 1: always this process. The output is the same either way.")
     private_folders: list[str] = Field(["Private"], description="Folder names (anywhere in the vault, "
                                        "case-insensitive) whose notes are never read: counted, never named.")
     private_globs: list[str] = Field([], description="Globs on the vault-relative path (e.g. \"Journal/*/therapy*\","
@@ -117,6 +120,9 @@ class ForgeSettings(BaseSettings):
     ui_port: int = Field(3000, ge=1, le=65535, description="Port of the Dagster web UI that `forge up` starts.")
     up_automation: bool = Field(True, description="`forge up` turns the nightly schedule and the deploy sensor "
                                 "on (false: leaves them as they are in the UI).")
+    verbose: bool = Field(False, description="Library chatter (warnings, Hugging Face progress bars and info "
+                          "logs) in the terminal and in Dagster's trainer process; off by default, forge's own "
+                          "progress lines replace it. `forge --verbose` sets it for the processes it starts.")
 
     # Schedule
     nightly_cron: str = Field("0 3 * * *", description="When the nightly run starts (FORGE_NIGHTLY_CRON, cron syntax).")

@@ -1,5 +1,6 @@
 """Deploy sensor, deploy asset and the model assets on real Dagster instances against a real serving process."""
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -276,6 +277,14 @@ def test_model_assets_materialize_evaluate_then_skip_when_unchanged(config, tmp_
         assert "data:image/png;base64," in adapter_md["loss_curve"].value
         export_md = first.asset_materializations_for_node("model_export")[0].metadata
         assert export_md["kind"].value == "adapter" and len(export_md["sha256"].value) == 64
+        # the trainer's progress reaches the run's event log through Pipes: step x/N with loss and ETA, the
+        # last step's line although step 3 is off the CPU logging grid (every 2), and no raw metric dumps
+        run_log = [e.message for e in instance.all_logs(first.run_id) if e.message]
+        progress = [m for m in run_log if re.match(r"step \d+/3, loss \d+\.\d{3}, (ETA|done in) \d\d:\d\d$", m)]
+        assert [m.split(",")[0] for m in progress] == ["step 1/3", "step 2/3", "step 3/3"], run_log
+        assert "ETA" in progress[0] and "done in" in progress[-1]
+        assert any(re.match(r"base model eval loss \d+\.\d{3} \(before training\)$", m) for m in run_log)
+        assert not any(m.startswith("metrics {") for m in run_log)
         stages = [e.message for e in instance.all_logs(first.run_id) if (e.message or "").startswith("export: ")]
         assert stages == [f"export: {s}" for s in export_stages(False)]
         eval_md = first.asset_materializations_for_node("model_evaluation")[0].metadata

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from forge_pipeline.cli.common import quiet_libraries
 
     args = build_parser().parse_args(argv)
-    quiet_libraries(getattr(args, "verbose", False))
     try:
+        quiet_libraries(getattr(args, "verbose", False))
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

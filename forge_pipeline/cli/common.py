@@ -29,18 +29,14 @@ def add_global_options(parser: argparse.ArgumentParser, top: bool = False) -> No
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """Library chatter (deprecation warnings, Hugging Face progress bars, transformers' info logs) is off
-    unless --verbose; forge's own progress and messages stay."""
-    if verbose:
-        return
-    import warnings
+    """--verbose (or FORGE_VERBOSE) keeps library chatter; otherwise it is off here and in every process this
+    command starts (the Dagster children of `forge up`, their trainers), which read FORGE_VERBOSE."""
+    from forge_pipeline.config import load_config
+    from forge_pipeline.training.measurement import quiet_libraries as quiet
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|torch|peft|trl|accelerate)")
-    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("DATASETS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(var, value)
+    if verbose:
+        os.environ["FORGE_VERBOSE"] = "1"
+    quiet(verbose or load_config().verbose)
 
 
 def config_from_args(args):

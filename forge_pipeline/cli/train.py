@@ -42,10 +42,34 @@ def cmd_train(args) -> int:
         raise ValueError("training not started: the training data fails blocking checks "
                          "(run `forge curate` to see them):\n  " + "\n  ".join(problems[:20]))
     report = run_training(data, out, cfg, eval_path=eval_path, home=config.home_dir)
-    m = report.metrics
-    print(f"{report.status}: {report.final_dir} (backend {report.backend}, train loss {m.get('train_loss')}, "
-          f"eval loss {m.get('eval_loss')}, base eval loss {m.get('base_eval_loss')})")
+    print(training_summary(report))
     return 0
+
+
+def training_summary(report) -> str:
+    """The closing lines of `forge train`: what was made, where, the key numbers once and rounded, what next."""
+    from forge_pipeline.training.measurement import format_duration
+
+    m = report.metrics
+    what = {"cached": "unchanged data, config and base model: the adapter was reused",
+            "resumed": "adapter trained (resumed from a checkpoint)"}.get(report.status, "adapter trained")
+    lines = [f"{what}: {report.final_dir}"]
+    steps = f"{m['global_step']} steps" if m.get("global_step") is not None else None
+    took = f"in {format_duration(m['train_s'])}" if m.get("train_s") is not None else None
+    lines.append("  " + ", ".join(x for x in (f"backend {report.backend}", steps, took) if x))
+    num = {k: m[k] for k in ("eval_loss", "base_eval_loss", "train_loss") if isinstance(m.get(k), (int, float))}
+    numbers = []
+    if "eval_loss" in num:
+        vs_base = (f" (base model {num['base_eval_loss']:.3f}, "
+                   f"{(num['eval_loss'] - num['base_eval_loss']) / num['base_eval_loss']:+.1%})"
+                   if num.get("base_eval_loss") else "")
+        numbers.append(f"eval loss {num['eval_loss']:.3f}{vs_base}")
+    if "train_loss" in num:
+        numbers.append(f"last train loss {num['train_loss']:.3f}")
+    if numbers:
+        lines.append("  " + ", ".join(numbers))
+    lines.append("next: forge export   (then forge serve, or forge eval to compare with the live model)")
+    return "\n".join(lines)
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:

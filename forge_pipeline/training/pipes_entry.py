@@ -9,7 +9,6 @@ on: the launching process may have no GPU, and its defaults would be the CPU's.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -26,20 +25,21 @@ def config_from_extras(extras: dict):
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
-    from forge_pipeline.training.trainer import run_training
+    from forge_pipeline.config import load_config
+    from forge_pipeline.training.measurement import quiet_libraries
 
     with open_dagster_pipes() as pipes:
         extras = pipes.extras
+        # before transformers loads: no Hugging Face bars or warnings in the step's stderr unless FORGE_VERBOSE;
+        # the progress lines ("step x/N, loss, ETA") reach the run's event log through pipes.log
+        quiet_libraries(load_config(home=extras.get("home")).verbose)
+        from forge_pipeline.training.trainer import run_training
+
         cfg = config_from_extras(extras)
         pipes.log.info(f"training config: {cfg.model_dump_json()}")
-
-        def on_metrics(m: dict) -> None:
-            if "loss" in m or "eval_loss" in m:
-                pipes.log.info("metrics " + json.dumps(m))
-
         report = run_training(Path(extras["data_path"]), Path(extras["output_dir"]), cfg,
                               eval_path=Path(extras["eval_path"]) if extras.get("eval_path") else None,
-                              home=Path(extras["home"]), log=pipes.log.info, on_metrics=on_metrics)
+                              home=Path(extras["home"]), log=pipes.log.info)
         metrics = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float, str)) and v is not None}
         pipes.report_asset_materialization(
             metadata={"status": report.status, "backend": report.backend, "adapter_dir": report.final_dir,

@@ -116,7 +116,7 @@ def sft_args(cfg: TrainingConfig, layout: Layout, output_dir: Path, batch: int, 
         logging_nan_inf_filter=False,  # the default hides NaN losses from logs, and so from the guard
         bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
         dataloader_num_workers=0, save_only_model=False, include_num_input_tokens_seen="no",
-        disable_tqdm=False,
+        disable_tqdm=None,  # transformers' logger decides: bars at its default level, none when quieted
     )
 
 
@@ -136,10 +136,14 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
     def session(batch: int, accum: int) -> Fit:
         nonlocal base_eval_loss
         steps_per_epoch = max(1, math.ceil(len(data.train_rows) / (batch * accum)))
-        callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir)
+        callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir, log=log)
         trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer, callbacks=callbacks,
                              args=sft_args(cfg, layout, output_dir, batch, accum, steps_per_epoch, has_eval, cuda, backend),
                              train_dataset=train_ds, eval_dataset=eval_ds)
+        if trainer.args.disable_tqdm:  # quiet: without bars transformers prints each log as a raw dict instead
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         counter = count_training_tokens(trainer)
         if has_eval and base_eval_loss is None and resume_from is None:
             # The LoRA update starts at zero, so this is the base model's loss on the same eval set.
