@@ -89,7 +89,7 @@ def test_incremental_cache_add_change_delete(config, make_vault, monkeypatch):
     first.extract()
     assert first.get_stats()["notes_parsed"] == 5
 
-    import forge_pipeline.extraction.extractor as mod
+    import forge_pipeline.extraction.workers as mod  # where notes are parsed (in this process: 5 notes)
     calls = []
     real = mod.extract_note
     monkeypatch.setattr(mod, "extract_note", lambda *a, **k: calls.append(a[0]) or real(*a, **k))

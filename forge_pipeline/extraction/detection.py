@@ -16,6 +16,7 @@ model.
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class DetectionRules:
                    frozenset(s.strip().lower() for s in sections), min_words,
                    frozenset(s.strip().lower() for s in summary_sections))
 
-    @property
+    @functools.cached_property  # built once per rules object: rebuilding it per note was ~4% of extraction
     def pattern_re(self) -> re.Pattern | None:
         if not self.patterns:
             return None

@@ -11,13 +11,17 @@ and ``extract_training_data`` are the public entry points users' scripts call.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 from forge_pipeline.config import ForgeSettings, load_config
-from forge_pipeline.extraction.inventory import NoteFile, ScanOptions, VaultError, scan_vault
+from forge_pipeline.extraction.inventory import ScanOptions, VaultError, VaultScan, scan_vault
 from forge_pipeline.extraction.note import (  # noqa: F401 - re-exported: users' scripts and tests import them here
     NoteOptions,
     NoteResult,
@@ -26,11 +30,11 @@ from forge_pipeline.extraction.note import (  # noqa: F401 - re-exported: users'
     scan_options_from_settings,
 )
 from forge_pipeline.extraction.report import ExtractionReport, hints_for
+from forge_pipeline.extraction.workers import NoteJob, process_all, worker_count
 from forge_pipeline.files import (
+    atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     clean_stale_tmp,
-    sha256_bytes,
     sha256_text,
     write_jsonl,
 )
@@ -42,58 +46,108 @@ def _path_key(rel_path: str) -> str:
     return sha256_text(rel_path)[:32]
 
 
+@contextlib.contextmanager
+def _no_gc():
+    """The cyclic GC paused while the cache is decoded or encoded. JSON makes no reference cycles, so there
+    is nothing for it to find, but hundreds of thousands of new dicts and strings trigger its full scans:
+    measured on a 2,000-note vault, the incremental re-run took 0.25 s of CPU with the GC on and 0.16 s with
+    it off (the full run 3.7 vs 3.4 s)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _load_cache(path: Path | None, fingerprint: str) -> dict:
     if path is None or not path.exists():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with _no_gc():
+            data = orjson.loads(path.read_bytes())
+    except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
         return {}  # a damaged cache costs one full re-parse, never a failed run
-    return data.get("notes", {}) if data.get("fingerprint") == fingerprint else {}
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+        return {}
+    notes = data.get("notes", {})
+    return notes if isinstance(notes, dict) else {}
 
 
-def _iter_notes(notes: list[NoteFile], progress: bool) -> Iterable[NoteFile]:
+@contextlib.contextmanager
+def _frozen(cache: dict):
+    """The cached entries live as long as the run and hold no cycles: moved out of the GC's sight (gc.freeze)
+    so that the collections parsing triggers do not scan them again and again; unfrozen when the run ends."""
+    if not cache:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _progress(outcomes: Iterable, total: int, progress: bool) -> Iterable:
     if not progress:
-        return notes
+        return outcomes
     from tqdm import tqdm
-    return tqdm(notes, desc="extract", unit="note")
+    return tqdm(outcomes, total=total, desc="extract", unit="note")
 
 
 def extract_vault(vault: Path, opts: NoteOptions, scan_opts: ScanOptions, cache_path: Path | None = None,
-                  progress: bool = False) -> tuple[list[dict], ExtractionReport]:
-    """Every note of ``vault`` -> (examples, report). With ``cache_path``, unchanged notes come from it."""
+                  progress: bool = False, workers: int = 0) -> tuple[list[dict], ExtractionReport]:
+    """Every note of ``vault`` -> (examples, report). With ``cache_path``, unchanged notes come from it.
+    ``workers``: processes parsing notes (0: one per core when enough notes need it; see workers.py)."""
     scan = scan_vault(vault, options=scan_opts)
     if not scan.notes:
         raise VaultError(f"no Markdown notes found in vault {vault}")
     fingerprint = opts.fingerprint()
     cache = _load_cache(cache_path, fingerprint)
-    new_cache: dict[str, dict] = {}
-    examples: list[dict] = []
     # file names reach the CLI, the stats and Dagster's log: shown with their secrets redacted
     regions = opts.phone_regions
     report = ExtractionReport(vault=str(Path(vault).expanduser().resolve()), notes_scanned=len(scan.notes),
                               notes_skipped=redact_file_entries(scan.skipped, regions),
                               warnings=redact_file_entries(scan.warnings, regions))
-    redactions, private_notes, blocks = Counter(), Counter(scan.private), Counter()
-    for note in _iter_notes(scan.notes, progress):
-        key = _path_key(note.rel_path)
+    with _frozen(cache):
+        return _assemble(scan, cache, fingerprint, report, opts, cache_path, progress, workers)
+
+
+def _assemble(scan: VaultScan, cache: dict, fingerprint: str, report: ExtractionReport, opts: NoteOptions,
+              cache_path: Path | None, progress: bool, workers: int) -> tuple[list[dict], ExtractionReport]:
+    new_cache: dict[str, dict] = {}
+    examples: list[dict] = []
+    regions = opts.phone_regions
+    # Same size and mtime as when cached: trust the cached hash without reading (as git does); any other
+    # note is read, and parsed unless its bytes hash to the cached ones (touched but unchanged).
+    keys = [_path_key(note.rel_path) for note in scan.notes]
+    entries: list[dict | None] = []
+    jobs: list[NoteJob] = []
+    for note, key in zip(scan.notes, keys):
         entry = cache.get(key)
-        # Same size and mtime as when cached: trust the cached hash without reading (as git does).
         if entry is not None and (entry.get("size"), entry.get("mtime_ns")) == (note.size, note.mtime_ns):
+            entries.append(entry)
+        else:
+            entries.append(None)
+            jobs.append(NoteJob(note.rel_path, str(note.path), entry.get("sha256") if entry else None))
+    outcomes = iter(_progress(process_all(jobs, opts, worker_count(workers, len(jobs))), len(jobs), progress))
+    redactions, private_notes, blocks = Counter(), Counter(scan.private), Counter()
+    for note, key, entry in zip(scan.notes, keys, entries):
+        if entry is not None:
             report.notes_from_cache += 1
         else:
-            try:
-                raw = note.path.read_bytes()
-            except OSError as e:
-                report.warnings.append({"file": shown_path(note.rel_path, regions),
-                                        "problem": f"unreadable: {e.strerror or e}"})
+            kind, value = next(outcomes)
+            if kind == "unreadable":
+                report.warnings.append({"file": shown_path(note.rel_path, regions), "problem": value})
                 report.notes_skipped.append({"file": shown_path(note.rel_path, regions), "reason": "unreadable"})
                 continue
-            if entry is not None and entry.get("sha256") == sha256_bytes(raw):
-                report.notes_from_cache += 1  # touched but unchanged
+            if kind == "unchanged":
+                report.notes_from_cache += 1
+                entry = cache[key]
             else:
                 report.notes_parsed += 1
-                entry = extract_note(note.rel_path, raw, opts).__dict__
+                entry = value
             entry = {**entry, "size": note.size, "mtime_ns": note.mtime_ns}
         new_cache[key] = entry
         if entry["private"]:
@@ -104,14 +158,22 @@ def extract_vault(vault: Path, opts: NoteOptions, scan_opts: ScanOptions, cache_
             report.notes_skipped.append({"file": shown_path(note.rel_path, regions), "reason": entry["skipped"]})
             report.warnings.append({"file": shown_path(note.rel_path, regions), "problem": entry["skipped"]})
             continue
-        blocks.update(entry["private_blocks"])
-        redactions.update(entry["redactions"])
+        if entry["private_blocks"]:
+            blocks.update(entry["private_blocks"])
+        if entry["redactions"]:
+            redactions.update(entry["redactions"])
         examples += entry["examples"]
         report.notes_without_examples += not entry["examples"]
     if cache_path is not None:
-        # compact: the cache is read and written on every run, and indentation doubles its cost
-        atomic_write_text(cache_path, json.dumps({"fingerprint": fingerprint, "notes": new_cache},
-                                                 ensure_ascii=False, separators=(",", ":")))
+        # compact, and through orjson: the cache is read and written on every run; json.dumps took 0.12 s of
+        # a 0.8 s incremental re-run of 3,000 notes (cProfile), orjson about a tenth of that
+        data = {"fingerprint": fingerprint, "notes": new_cache}
+        with _no_gc():
+            try:
+                encoded = orjson.dumps(data)
+            except TypeError:  # something orjson refuses (a lone surrogate): the slower encoder, never a failure
+                encoded = json.dumps(data, separators=(",", ":")).encode()
+            atomic_write_bytes(cache_path, encoded)
     report.total = len(examples)
     report.by_kind = dict(sorted(Counter(ex["kind"] for ex in examples).items()))
     report.by_tag = dict(Counter(t.lower() for ex in examples for t in ex["tags"]).most_common())
@@ -142,7 +204,8 @@ def _extract_with(config: ForgeSettings, use_cache: bool, progress: bool) -> tup
     cache_path = config.cache_dir / CACHE_NAME if use_cache else None
     clean_stale_tmp(config.cache_dir, [CACHE_NAME])
     examples, report = extract_vault(config.vault_dir, options_from_settings(config),
-                                     scan_options_from_settings(config), cache_path, progress)
+                                     scan_options_from_settings(config), cache_path, progress,
+                                     config.extract_workers)
     report.hints = hints_for(report, config.reflection_tags, config.reflection_patterns, config.reflection_sections)
     return examples, report
 

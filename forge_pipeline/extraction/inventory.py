@@ -186,7 +186,7 @@ def scan_vault(vault: Path, excluded_folders: list[str] | None = None, max_note_
                     scan.skipped.append({"file": entry_rel,
                                          "reason": f"too large ({st.st_size} bytes > {opts.max_note_bytes})"})
                 continue
-            scan.notes.append(NoteFile(entry_rel, Path(entry.path), st.st_size, st.st_mtime_ns))
+            scan.notes.append(NoteFile(entry_rel, folder / entry.name, st.st_size, st.st_mtime_ns))
     scan.notes.sort(key=lambda n: n.rel_path)
     return scan
 

@@ -51,14 +51,17 @@ def strip_callout_marker(text: str) -> str:
     return CALLOUT_RE.sub("", text, count=1)
 
 
+_SPACES_RE = re.compile(r"[ \t]{2,}")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
+# (?<!\s): an attempt starts only at the first space of a run, never inside it (linear on long runs)
+_SPACE_BEFORE_PUNCT_RE = re.compile(r"(?<!\s)\s+([,.;:!?])")
+
+
 def tidy(text: str) -> str:
     """Collapse the gaps that removed markup leaves behind."""
-    lines = [re.sub(r"[ \t]{2,}", " ", line).strip() for line in text.splitlines()]
-    text = "\n".join(line for line in lines)
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    # (?<!\s): an attempt starts only at the first space of a run, never inside it (linear on long runs)
-    text = re.sub(r"(?<!\s)\s+([,.;:!?])", r"\1", text)
-    return text
+    text = "\n".join(_SPACES_RE.sub(" ", line).strip() for line in text.splitlines())
+    text = _BLANK_LINES_RE.sub("\n\n", text).strip()
+    return _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
 
 
 def tag_matches(tag: str, reflection_tags: set[str]) -> bool:
