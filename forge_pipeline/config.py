@@ -86,9 +86,6 @@ class ForgeSettings(BaseSettings):
     extract_workers: int = Field(0, ge=0, description="Processes parsing notes at once. 0: one per CPU core "
                                  "when at least 400 notes need parsing (fewer: this process; a worker's start "
                                  "costs ~1.3 s of CPU), 1: always this process. The output is the same either way.")
-    extract_workers: int = Field(0, ge=0, description="Processes parsing notes at once. 0: one per CPU core "
-                                 "when at least 400 notes need parsing (fewer: this process; a worker's start "
-                                 "costs ~1.3 s of CPU), 1: always this process. The output is the same either way.")
     private_folders: list[str] = Field(["Private"], description="Folder names (anywhere in the vault, "
                                        "case-insensitive) whose notes are never read: counted, never named.")
     private_globs: list[str] = Field([], description="Globs on the vault-relative path (e.g. \"Journal/*/therapy*\","
