@@ -196,3 +196,73 @@ def test_swapping_adapters_under_streaming_load_drops_and_mixes_nothing(server, 
         [model_id] = models
         assert text == refs[model_id], (model_id, text)  # and exactly that model's answer: no mix, no stale KV
     assert len({next(iter(m)) for m, _ in results}) == 2
+
+
+def write_nan_adapter(base, out):
+    """A well-formed adapter (right base, names, shapes, size) whose first tensor is all NaN: llama.cpp
+    loads it and decodes with it without complaint, and every answer it gives is garbage."""
+    import numpy as np
+
+    from serving.gguf_header import read_gguf_header
+
+    make_lora_gguf(base, out, seed=7, std=0.2)
+    header = read_gguf_header(out)
+    t = header.tensors[0]
+    n = int(np.prod(t.shape))
+    with out.open("r+b") as f:
+        f.seek(header.data_offset + t.offset)
+        f.write(np.full(n, np.nan, dtype=np.float32).tobytes())
+    return out
+
+
+def test_an_adapter_that_makes_the_output_nan_is_refused(server, home, files):
+    assert server.post("/admin/reload-model", json={"model_path": adapter(home, "a")}).status_code == 200
+    before = server.get("/admin/model-status").json()
+    bad = write_nan_adapter(files["base"], home / "models" / "nan" / "adapter.gguf")
+    r = server.post("/admin/reload-model", json={"model_path": str(bad)})
+    assert r.status_code == 422, r.text
+    assert "not finite" in r.json()["error"]["message"]
+    assert server.get("/admin/model-status").json()["sha256"] == before["sha256"]
+    assert answer(server)[1] == before["model_id"]
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of `pid` (from /proc; zombies not yet reaped are not counted)."""
+    from pathlib import Path
+
+    out = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for c in (task / "children").read_text().split():
+            try:
+                state = Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                out.add(int(c))
+    return out
+
+
+def test_a_known_adapter_is_not_validated_again(server, home):
+    """Validation is remembered by (adapter sha256, base sha256): the same bytes on the same base pass the
+    same checks, so a re-deploy (a rollback by path, the nightly re-sending last night's file) is instant.
+    Checked from outside: with the validation process killed, re-deploying a known adapter starts none,
+    while a new adapter does."""
+    import os
+    import signal
+
+    for v in ("a", "b"):
+        assert server.post("/admin/reload-model", json={"model_path": adapter(home, v)}).status_code == 200
+    for pid in _children(server.proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert _children(server.proc.pid) == set()
+    r = server.post("/admin/reload-model", json={"model_path": adapter(home, "a")})
+    assert r.status_code == 200, r.text
+    assert r.json()["timings"]["validation"] == "known"
+    assert _children(server.proc.pid) == set()  # no validation process was needed
+    new = make_lora_gguf(home / "base_models" / "tiny" / "base.gguf", home / "models" / "v-c" / "adapter.gguf",
+                         seed=9, std=0.2)
+    r = server.post("/admin/reload-model", json={"model_path": str(new)})
+    assert r.status_code == 200, r.text
+    assert r.json()["timings"]["validation"] == "checked"
+    assert len(_children(server.proc.pid)) == 1  # a fresh validation process checked the new file

@@ -7,6 +7,7 @@ Origin and body size before any route. `loader(path) -> Llama-like` and `probe(p
 timeout_s=...) -> {"ok": ...}` are seams for tests that cannot load real models."""
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Optional
@@ -26,10 +27,17 @@ from serving.settings import ServingSettings
 
 
 def default_loader(settings: ServingSettings):
+    # Prompts are read with as many threads as tokens are generated with (llama-cpp-python's default is every
+    # core): on 2 cores under 3 streams, every thread ggml adds for a batch waits at a barrier for one the
+    # scheduler took away, and that starved the event loop, the adapter validator and the swap that waits
+    # for a token boundary (measured on this machine, 2026-11-25; see bench/serving/bench_swap.py).
+    threads = settings.n_threads or max(os.cpu_count() // 2, 1)
+
     def load(path: Path):
         from llama_cpp import Llama
 
-        return Llama(str(path), n_ctx=settings.n_ctx, n_threads=settings.n_threads,
+        return Llama(str(path), n_ctx=settings.n_ctx, n_threads=threads,
+                     n_threads_batch=settings.n_threads_batch or threads,
                      n_gpu_layers=settings.n_gpu_layers, verbose=False)
     return load
 

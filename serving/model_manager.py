@@ -44,6 +44,11 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def version_of(path: Path) -> str:
     # models/<version>/<name>.gguf, else the file's stem
     return path.parent.name if path.parent.parent.name == "models" else path.stem
@@ -144,6 +149,9 @@ class ModelManager:
         self.previous: Optional[dict] = None  # what a rollback goes back to
         self.state = "no_model"
         self.timings: dict = {}  # of the last reload's stages, in seconds
+        # (adapter sha256, base sha256) pairs that passed validation: the same bytes on the same base pass the
+        # same checks, so re-deploying a known adapter (a rollback by path, a re-sent nightly) skips the child
+        self._validated: dict[tuple[str, str], None] = {}
 
     # ---- requests ------------------------------------------------------------------------------------
     def acquire(self, which: Optional[str] = None) -> Lease:
@@ -239,11 +247,20 @@ class ModelManager:
         if header.truncation():
             raise BadModelError(f"{path.name}: {header.truncation()}")
         t = time.perf_counter()
-        probe = (base.validator.check(path, self._timeout) if base.validator is not None
-                 else self._probe(base.path, lora=path, timeout_s=self._timeout))
-        self.timings["validate_s"] = round(time.perf_counter() - t, 3)
-        if not probe.get("ok"):
-            raise BadModelError(f"{path.name} failed validation on {base.path.name}: {probe.get('error')}")
+        before = _identity(path)
+        sha = sha256_file(path)
+        self.timings["hash_s"] = round(time.perf_counter() - t, 3)
+        key = (sha, base.sha256)
+        if key in self._validated:
+            self.timings["validation"] = "known"  # same bytes on the same base passed these checks before
+        else:
+            t = time.perf_counter()
+            probe = (base.validator.check(path, self._timeout) if base.validator is not None
+                     else self._probe(base.path, lora=path, timeout_s=self._timeout))
+            self.timings["validate_s"] = round(time.perf_counter() - t, 3)
+            self.timings["validation"] = "checked"
+            if not probe.get("ok"):
+                raise BadModelError(f"{path.name} failed validation on {base.path.name}: {probe.get('error')}")
 
         def init():
             import llama_cpp
@@ -255,8 +272,15 @@ class ModelManager:
         self.timings["load_s"] = round(time.perf_counter() - t, 3)
         if not handle:
             raise BadModelError(f"llama.cpp refused the adapter {path.name} (see the server log)")
-        return Adapter(handle=handle, path=path, sha256=sha256_file(path), size_mb=round(path.stat().st_size / 2**20, 2),
-                       loaded_at=time.time(), base=base)
+        adapter = Adapter(handle=handle, path=path, sha256=sha, size_mb=round(before[1] / 2**20, 2),
+                          loaded_at=time.time(), base=base)
+        if _identity(path) != before:  # replaced or rewritten while we hashed, checked and loaded it
+            self._dispose([adapter], [])
+            raise BadModelError(f"{path.name} changed while it was being loaded; nothing was swapped, send it again")
+        self._validated[key] = None
+        while len(self._validated) > 256:
+            self._validated.pop(next(iter(self._validated)))
+        return adapter
 
     def _swap(self, new: Deployment, backup: bool, event: str, previous: Optional[dict] = None,
               keep_previous: bool = False) -> Optional[Deployment]:
@@ -305,7 +329,9 @@ class ModelManager:
                 if self.live is None:
                     self.state = "no_model"
                 raise
+            t_swap = time.perf_counter()
             old = self._swap(new, backup, event, previous, keep_previous)
+            self.timings["swap_s"] = round(time.perf_counter() - t_swap, 3)
             self.timings["total_s"] = round(time.perf_counter() - t, 3)
             return {"status": "reloaded", "model": new.info(), "previous": self.previous,
                     "swapped_from": old.model_id if old else None, "timings": dict(self.timings)}

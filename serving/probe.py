@@ -9,9 +9,9 @@ ids[start:]. Result keys: ok, error, tokens, chat_template, architecture, answer
 Child entry point: python -m serving.probe < REQUEST.json  (one JSON line on stdout).
 
 `ResidentValidator(base)` keeps one probe process with the base loaded and checks each new adapter on it
-(load, apply, 4 greedy tokens, free): a fresh probe process spent 4.5-9.6 s reloading the 270M Gemma base
-on this busy 2-core machine for every adapter, against a sub-second swap target. A crash in llama.cpp still
-kills only that process; the next check starts a new one."""
+(load, apply, decode one token with it and check its logits are finite, free): a fresh probe process spent
+4.5-9.6 s reloading the 270M Gemma base on this busy 2-core machine for every adapter, against a sub-second
+swap target. A crash in llama.cpp still kills only that process; the next check starts a new one."""
 from __future__ import annotations
 
 import json
@@ -189,41 +189,58 @@ class ResidentValidator:
                 self._stderr = None
 
 
-def _resident(base: str, n_ctx: int) -> int:
-    """Serve adapter checks on one loaded base: one JSON request line in, one JSON answer line out."""
+def _check_adapter(llm, lora: str) -> dict:
+    """Load `lora` on the resident base, decode one token with it, and free it again."""
     import ctypes
 
     import llama_cpp
+    import numpy as np
+
+    handle = llama_cpp.llama_adapter_lora_init(llm.model, lora.encode())
+    if not handle:
+        return {"ok": False, "error": "llama.cpp refused the adapter (wrong base, wrong tensor shapes or a "
+                                      "damaged file)"}
+    try:
+        arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        llama_cpp.llama_set_adapters_lora(llm.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        # One token (BOS) runs every layer, and so every adapter matrix, through llama.cpp's compute: a type
+        # or layout it cannot compute aborts here, in this process. No sampling, no tokenizer: the
+        # logits are read directly, and NaN/inf in them (an adapter with NaN weights loads and decodes
+        # without complaint, then every answer is garbage) is a refusal.
+        llm.eval([llm.token_bos()])
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        bad = int((~np.isfinite(logits)).sum())
+        if bad:
+            return {"ok": False, "error": f"with this adapter the model's output is not finite ({bad} of "
+                                          f"{logits.size} logits are NaN or infinite): its weights are damaged"}
+        return {"ok": True, "tokens": 1}
+    except Exception as e:  # noqa: BLE001
+        return {"ok": False, "error": str(e)[:300]}
+    finally:
+        llama_cpp.llama_set_adapters_lora(llm.ctx, None, 0, None)
+        llm.reset()
+        llama_cpp.llama_adapter_lora_free(handle)
+
+
+def _resident(base: str, n_ctx: int) -> int:
+    """Serve adapter checks on one loaded base: one JSON request line in, one JSON answer line out."""
     from llama_cpp import Llama
 
     try:
-        # one thread: the check decodes two tokens, and more threads would only fight the server's for cores
-        llm = Llama(base, n_ctx=n_ctx, n_threads=1, n_batch=32, verbose=False)
+        # One thread for single tokens AND for batches. llama-cpp-python's default n_threads_batch is every
+        # core, and ggml's threads wait for each other at a barrier after every op: with the server
+        # generating on the same 2 cores, one of two threads was always descheduled and the other waited
+        # for it, so a 2-token check took 0.3-8.5 s (1.7 s median per swap under 3 streams). With one
+        # thread it took 0.1-0.2 s under the same load (measured 2026-11-25, load average 7).
+        llm = Llama(base, n_ctx=n_ctx, n_threads=1, n_threads_batch=1, n_batch=8, verbose=False)
     except Exception as e:  # noqa: BLE001
         print(json.dumps({"ok": False, "error": str(e)[:300]}), flush=True)
         return 1
     print(json.dumps({"ok": True}), flush=True)
     for line in sys.stdin:
-        lora = json.loads(line)["lora"]
-        handle = llama_cpp.llama_adapter_lora_init(llm.model, lora.encode())
-        if not handle:
-            print(json.dumps({"ok": False, "error": "llama.cpp refused the adapter (wrong base, wrong tensor "
-                                                    "shapes or a damaged file)"}), flush=True)
-            continue
-        try:
-            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-            llama_cpp.llama_set_adapters_lora(llm.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
-            llm.reset()
-            # one token is enough: decoding the prompt runs every layer with the adapter applied
-            out = llm.create_completion("Hello", max_tokens=1, temperature=0.0)
-            result = {"ok": True, "tokens": out["usage"]["completion_tokens"]}
-        except Exception as e:  # noqa: BLE001
-            result = {"ok": False, "error": str(e)[:300]}
-        finally:
-            llama_cpp.llama_set_adapters_lora(llm.ctx, None, 0, None)
-            llm.reset()
-            llama_cpp.llama_adapter_lora_free(handle)
-        print(json.dumps(result), flush=True)
+        print(json.dumps(_check_adapter(llm, json.loads(line)["lora"])), flush=True)
     llm.close()
     return 0
 

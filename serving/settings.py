@@ -43,7 +43,12 @@ class ServingSettings(BaseSettings):
                              "there. Anything but loopback needs an admin token.")
     model_path: Optional[Path] = Field(None, description="FORGE_MODEL_PATH: GGUF served when no deployment is recorded.")
     n_ctx: int = Field(2048, ge=128, description="Context size in tokens.")
-    n_threads: Optional[int] = Field(None, description="CPU threads for generation (default: llama.cpp's choice).")
+    n_threads: Optional[int] = Field(None, ge=1, description="CPU threads for generation (default: half the "
+                                     "cores, llama-cpp-python's choice).")
+    n_threads_batch: Optional[int] = Field(None, ge=1, description="CPU threads for reading prompts (default: "
+                                           "n_threads). More than n_threads reads long prompts faster on an "
+                                           "idle machine, but ggml's threads wait for each other after every "
+                                           "op, so on busy cores one waits for another that is descheduled.")
     n_gpu_layers: int = Field(0, description="Layers offloaded to the GPU (-1: all), when llama.cpp was built with GPU support.")
     allowed_model_roots: Optional[list[Path]] = Field(None, description="Folders a reload may load from "
                                                       "(default: FORGE_HOME/models, FORGE_HOME/base_models and "
