@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The H100 side of bench/gpu/nightly_8b.py, in back-to-back device calls (one call may run 10 minutes; the
 # CUDA build of llama-cpp-python alone took 299 s on 16 cores, measured 2026-11-25):
-#   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data
-#   bash bench/gpu/device_nightly.sh nights  # night 0 (builds the base GGUF once), then the timed nightly
+#   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data,
+#                                            # then night 0 (its export builds the base GGUF once)
+#   bash bench/gpu/device_nightly.sh nights  # the timed nightly
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
-#   bash bench/gpu/device_nightly.sh nights-cached  # a later session, with the saved CUDA build carried
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
 . .device/device_setup.sh .device
@@ -20,18 +20,10 @@ setup)
   python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
   wait
   tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl"
-  # Keep the CUDA build for a later session when it is small enough to travel back (carry: .device/llama-cuda).
-  tar cf - -C /tmp llama | xz -T16 -6 > /tmp/llama-cuda.tar.xz; ls -la /tmp/llama-cuda.tar.xz
-  if [ "$(stat -c %s /tmp/llama-cuda.tar.xz)" -lt 31457280 ]; then split -b 15m /tmp/llama-cuda.tar.xz "$OUT/llama-cuda.tar.xz.part-"; fi ;;
-nights-cached)  # a later session: unpack the CUDA build saved by `setup` instead of compiling again
-  mkdir -p /tmp && cat .device/llama-cuda/llama-cuda.tar.xz.part-* | xz -d | tar xf - -C /tmp
-  python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
+  # night 0 right after the build, in the same call: its export builds the resident base GGUF (~150 s once)
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
-  tail -5 "$OUT/night0.log"
-  python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT" ;;
-nights)
-  python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
-  tail -5 "$OUT/night0.log"
+  tail -5 "$OUT/night0.log" ;;
+nights)  # the timed nightly against a server on the base GGUF (call right after setup: the machine stays warm)
   python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT" ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
