@@ -196,3 +196,37 @@ def tiny_cfg(base, **kw):
     return TrainingConfig(**{"base_model": str(base), "max_steps": 4, "batch_size": 4, "gradient_accumulation_steps": 1,
                              "max_seq_length": 384, "logging_steps": 1, "save_steps": 2, "eval_steps": 2,
                              "learning_rate": 5e-3, **kw})
+
+
+def random_lora_adapter(base_dir, out: Path, seed: int = 0, rank: int = 4, b_scale: float = 1.0,
+                        target_modules: tuple[str, ...] = ("q_proj", "v_proj")):
+    """A LoRA adapter folder as the trainer publishes it (weights, tokenizer, chat template), untrained:
+    random A and B (B times ``b_scale``), so the model differs from its base. Returns (peft model, tokenizer)
+    still in memory, as the trainer holds them at the end of training."""
+    import os
+    import shutil
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forge_pipeline.training.chat_template import prepare_tokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    template = prepare_tokenizer(tok)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(target_modules),
+                                      init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(b_scale)
+    tmp = Path(out).with_name(Path(out).name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "chat_template.jinja").write_text(template)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return model, tok

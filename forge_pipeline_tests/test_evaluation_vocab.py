@@ -3,39 +3,17 @@ scored on the candidate's token ids, the report says so, the loss rule compares 
 probes are still compared. Real tiny models through llama.cpp; no training (a random LoRA on a tiny Gemma)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from forge_pipeline.evaluation.evaluate import evaluate_models
 from forge_pipeline.evaluation.gate import decide
 from forge_pipeline.evaluation.served import Sampling, ServedModel
 from forge_pipeline.files import write_jsonl
-from forge_pipeline_tests.helpers import make_tiny_gemma
+from forge_pipeline_tests.helpers import make_tiny_gemma, random_lora_adapter
 from forge_pipeline_tests.tiny_models import WORDS, make_tiny_llama
 
 pytestmark = pytest.mark.slow
 PROBES = ["the rest week", "the quiet morning week"]
-
-
-def random_adapter(base: Path, out: Path, seed: int = 0) -> Path:
-    """A LoRA adapter folder as the trainer publishes it (weights, tokenizer, chat template), untrained:
-    random A and B, so the candidate differs from its base."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from forge_pipeline.training.chat_template import prepare_tokenizer
-
-    torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(str(base))
-    template = prepare_tokenizer(tok)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    (out / "chat_template.jinja").write_text(template)
-    return out
 
 
 def eval_rows(n: int) -> list[dict]:
@@ -54,7 +32,8 @@ def models(tmp_path_factory):
 
     w = tmp_path_factory.mktemp("vocab")
     base = make_tiny_gemma(w / "gemma")
-    adapter = random_adapter(base, w / "adapter")
+    adapter = w / "adapter"
+    random_lora_adapter(base, adapter)
     candidate = convert_to_gguf(merge_only(adapter, w / "merged", dtype="float32"), w / "candidate.gguf", "f16")
     # The live model of another family: a tiny Llama whose SentencePiece vocabulary has 300 pieces, fewer
     # than the candidate's 400, so the candidate's ids run past its vocabulary.

@@ -1,9 +1,12 @@
 """evaluate_models: base, live and candidate, each as served (llama.cpp), on today's eval split.
 
-Order of work keeps at most two models in memory: the candidate stays loaded while the trained model's
-Hugging Face form (for the fidelity KLD) and then the base GGUF (loss, drift KLD) visit it; the live model
-comes last. Probe answers are cached by model identity, probe set, sampling and template, so the live
-model's answers (made the night it was the candidate) and the base's are not generated again.
+One model at a time: candidate, then base, then live. When they run on one base GGUF (adapters on a resident
+base, the default), that GGUF is loaded once and the adapters are switched on its context, as serving does;
+a merged GGUF is loaded on its own. The fidelity reference is the trainer's reference logits when it wrote
+them for these conversations (reference_logits.py), else the trained model loaded in Hugging Face form beside
+the candidate. Probe answers are cached by model identity, probe set, sampling and template, and eval losses
+by model identity and the exact token ids scored, so the live model's answers (made the night it was the
+candidate) and the base's loss and answers are not computed again.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ def _probe(model: LoadedModel, prompts: list[str], sampling: Sampling, identity:
         return [ProbeResult.model_validate(p) for p in json.loads(cache.read_text())], True
     out = []
     for prompt in prompts:
-        a = model.answer(prompt, sampling)
+        a = model.answer(prompt, sampling, give_up=metrics.loop_reason)  # a loop is flagged, not finished
         out.append(ProbeResult(prompt=prompt, text=a.text, finish_reason=a.finish_reason,
                                completion_tokens=a.completion_tokens, loop=metrics.loop_reason(a.text),
                                invented_turn=metrics.invented_turn(a.text), empty=not a.text.strip(),
@@ -61,15 +64,72 @@ def _probe(model: LoadedModel, prompts: list[str], sampling: Sampling, identity:
     return out, False
 
 
-def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], keep_logits: bool = False):
-    total, n, kept = 0.0, 0, []
+def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], identity: str,
+          cache_dir: Path | None) -> tuple[float | None, int, bool]:
+    """Token-weighted eval loss of ``model`` on ``seqs``, cached by (model identity, the token ids scored)."""
+    from forge_pipeline.evaluation.reference_logits import sequence_key
+
+    key = sha256_text(json.dumps([identity, [sequence_key(i, s) for i, s in seqs]]))
+    cache = Path(cache_dir) / "loss_cache" / f"{key}.json" if cache_dir else None
+    if cache is not None and cache.exists():
+        hit = json.loads(cache.read_text())
+        return hit["loss"], hit["tokens"], True
+    total, n = 0.0, 0
     for ids, start in seqs:
-        logits = model.logits(ids)
-        nll = metrics.token_nll(logits, ids, start)
+        nll = metrics.token_nll(model.logits(ids, start - 1), ids, start, rows_from=start - 1)
         total, n = total + float(nll.sum()), n + len(nll)
-        if keep_logits:
-            kept.append(logits)
-    return (total / n if n else None), n, kept
+    loss = total / n if n else None
+    if cache is not None:
+        atomic_write_json(cache, {"loss": loss, "tokens": n})
+    return loss, n, False
+
+
+def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Per-position KLD and top-1 agreement of the served candidate against the trained model, and the
+    candidate's summed NLL and token count from the same logits."""
+    from forge_pipeline.evaluation.reference_logits import sequence_key
+
+    kls, agree, total, n = [], [], 0.0, 0
+    if sparse is None:
+        ref.load()
+    try:
+        for ids, start in seqs:
+            served = cand.logits(ids, start - 1)[:-1]  # rows start-1 .. len-2: the answer positions
+            if sparse is not None:
+                kl, ag = metrics.sparse_kl_and_top1(*sparse.rows[sequence_key(ids, start)], served)
+            else:
+                kl, ag = metrics.kl_and_top1(ref.logits(ids)[start - 1:len(ids) - 1], served)
+            kls.append(kl)
+            agree.append(ag)
+            nll = metrics.token_nll(served, ids, start, rows_from=start - 1)
+            total, n = total + float(nll.sum()), n + len(nll)
+    finally:
+        if sparse is None:
+            ref.close()
+            gc.collect()
+    return np.concatenate(kls), np.concatenate(agree), total, n
+
+
+class _Models:
+    """At most one llama.cpp model at a time; a model on the loaded base GGUF is an adapter switch."""
+
+    def __init__(self, n_ctx: int, n_threads: int | None):
+        self.n_ctx, self.n_threads, self.current = n_ctx, n_threads, None
+        self.loads = 0
+
+    def get(self, model: ServedModel, fallback_template: str | None = None) -> LoadedModel:
+        if self.current is not None and self.current.shares_base(model):
+            self.current.use(model)
+            return self.current
+        self.close()
+        self.current = LoadedModel(model, self.n_ctx, self.n_threads, fallback_template=fallback_template)
+        self.loads += 1
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
 
 
 def _other_vocabulary(model: LoadedModel, candidate_vocab: tuple[int, str] | None) -> str | None:
@@ -186,66 +246,66 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
     timings["prepare_s"] = time.perf_counter() - t_start
 
     results: dict[str, ModelResult] = {}
-    t = time.perf_counter()
-    with LoadedModel(candidate, n_ctx, n_threads) as cand:
+    models = _Models(n_ctx, n_threads)
+    try:
+        t = time.perf_counter()
+        cand = models.get(candidate)
         round_trip = _round_trip(cand, tok, rows, seqs)
-        # fidelity: trained model (HF) vs served file, on the same tokens
-        kls, agree, total, n = [], [], 0.0, 0
-        ref.load()
-        for ids, start in seqs:
-            served = cand.logits(ids)
-            trained = ref.logits(ids)
-            kl, ag = metrics.kl_and_top1(trained[start - 1:len(ids) - 1], served[start - 1:len(ids) - 1])
-            kls.append(kl)
-            agree.append(ag)
-            nll = metrics.token_nll(served, ids, start)
-            total, n = total + float(nll.sum()), n + len(nll)
-        ref.close()
-        gc.collect()
-        kl_all, agree_all = np.concatenate(kls), np.concatenate(agree)
+        from forge_pipeline.evaluation.reference_logits import load_reference_logits
+
+        sparse, why = load_reference_logits(adapter_dir, tok, seqs, cand.n_vocab, max_len)
+        if sparse is None:
+            log(f"fidelity against the trained model loaded again ({why})")
+        kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse)
         quant = gguf_quantization(candidate.gguf)
         fidelity = Fidelity(kld_mean=float(kl_all.mean()), kld_p99=float(np.quantile(kl_all, 0.99)),
-                            top1_agreement=float(agree_all.mean()), positions=int(len(kl_all)), quantization=quant)
+                            top1_agreement=float(agree_all.mean()), positions=int(len(kl_all)), quantization=quant,
+                            reference=f"trainer-top{sparse.top_k}" if sparse is not None else "hf")
         results["candidate"] = ModelResult(role="candidate", gguf=str(candidate.gguf),
                                            lora=str(candidate.lora) if candidate.lora else None,
                                            identity=idents["candidate"], eval_loss=total / n if n else None, eval_tokens=n)
+        cand_general = [cand.logits(ids)[:-1] for ids in general]  # for the drift KLD against the base
+        cand_template = cand.used_template
+        cand_vocab = (cand.n_vocab, cand.vocabulary_sha256()) if live is not None and not cand.shares_base(live) else None
         timings["candidate_loss_fidelity_s"] = time.perf_counter() - t
-        log(f"candidate: eval loss {results['candidate'].eval_loss:.4f}, KLD {fidelity.kld_mean:.5f} ({quant})")
-
-        t = time.perf_counter()
-        with LoadedModel(base, n_ctx, n_threads, fallback_template=cand.used_template) as b:
-            b_loss, b_n, _ = _loss(b, seqs)
-            drift = []
-            for ids in general:
-                drift.append(metrics.kl_and_top1(b.logits(ids)[:-1], cand.logits(ids)[:-1])[0])
-            b_probes, b_cached = _probe(b, prompts, sampling, idents["base"], cache_dir, train_corpus)
-        results["base"] = ModelResult(role="base", gguf=str(base.gguf), lora=str(base.lora) if base.lora else None,
-                                      identity=idents["base"], eval_loss=b_loss, eval_tokens=b_n, probes=b_probes,
-                                      probes_cached=b_cached)
-        results["candidate"].drift_kld = float(np.concatenate(drift).mean())
-        timings["base_s"] = time.perf_counter() - t
+        log(f"candidate: eval loss {results['candidate'].eval_loss:.4f}, KLD {fidelity.kld_mean:.5f} ({quant}, "
+            f"reference {fidelity.reference})")
 
         t = time.perf_counter()
         c_probes, c_cached = _probe(cand, prompts, sampling, idents["candidate"], cache_dir, train_corpus)
         results["candidate"].probes, results["candidate"].probes_cached = c_probes, c_cached
         timings["candidate_probes_s"] = time.perf_counter() - t
-        cand_template = cand.used_template
-        cand_vocab = (cand.n_vocab, cand.vocabulary_sha256()) if live is not None and live.gguf != candidate.gguf else None
 
-    if live is not None:
         t = time.perf_counter()
-        with LoadedModel(live, n_ctx, n_threads, fallback_template=cand_template) as lv:
+        b = models.get(base, fallback_template=cand_template)
+        b_loss, b_n, b_loss_cached = _loss(b, seqs, idents["base"], cache_dir)
+        drift = [metrics.kl_and_top1(b.logits(ids)[:-1], c)[0] for ids, c in zip(general, cand_general)]
+        del cand_general
+        b_probes, b_cached = _probe(b, prompts, sampling, idents["base"], cache_dir, train_corpus)
+        results["base"] = ModelResult(role="base", gguf=str(base.gguf), lora=str(base.lora) if base.lora else None,
+                                      identity=idents["base"], eval_loss=b_loss, eval_tokens=b_n, probes=b_probes,
+                                      probes_cached=b_cached, loss_cached=b_loss_cached)
+        results["candidate"].drift_kld = float(np.concatenate(drift).mean())
+        timings["base_s"] = time.perf_counter() - t
+
+        if live is not None:
+            t = time.perf_counter()
+            lv = models.get(live, fallback_template=cand_template)
             not_scored = _other_vocabulary(lv, cand_vocab)
             if not_scored:  # e.g. the person switched base model: the candidate's ids mean other tokens there
                 log(f"live: not scored on eval loss, {not_scored}")
-                l_loss, l_n = None, 0
+                l_loss, l_n, l_loss_cached = None, 0, False
             else:
-                l_loss, l_n, _ = _loss(lv, seqs)
+                l_loss, l_n, l_loss_cached = _loss(lv, seqs, idents["live"], cache_dir)
             l_probes, l_cached = _probe(lv, prompts, sampling, idents["live"], cache_dir, train_corpus)
-        results["live"] = ModelResult(role="live", gguf=str(live.gguf), lora=str(live.lora) if live.lora else None,
-                                      identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n,
-                                      not_scored=not_scored, probes=l_probes, probes_cached=l_cached)
-        timings["live_s"] = time.perf_counter() - t
+            results["live"] = ModelResult(role="live", gguf=str(live.gguf), lora=str(live.lora) if live.lora else None,
+                                          identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n,
+                                          not_scored=not_scored, probes=l_probes, probes_cached=l_cached,
+                                          loss_cached=l_loss_cached)
+            timings["live_s"] = time.perf_counter() - t
+    finally:
+        models.close()
+    timings["model_loads"] = models.loads
 
     held_out = [r["messages"][-1]["content"] for r in rows]
     for res in results.values():

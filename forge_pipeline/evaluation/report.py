@@ -33,6 +33,7 @@ class ModelResult(BaseModel):
     identity: str = ""  # sha256 of the GGUF (+ ":" + the adapter's)
     eval_loss: Optional[float] = None
     eval_tokens: int = 0
+    loss_cached: bool = False  # eval loss taken from the cache (same model, same token ids)
     not_scored: Optional[str] = None  # why eval loss was not measured (e.g. another vocabulary than the candidate's)
     probes: list[ProbeResult] = Field(default_factory=list)
     probes_cached: bool = False
@@ -59,6 +60,9 @@ class Fidelity(BaseModel):
     top1_agreement: float
     positions: int
     quantization: str
+    # "trainer-top64": the trainer's sparse reference logits (a lower bound of the full KL, metrics.py);
+    # "hf": the trained model loaded again in Hugging Face form (the full KL)
+    reference: str = "hf"
 
 
 class RoundTrip(BaseModel):

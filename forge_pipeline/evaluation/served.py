@@ -7,6 +7,7 @@ round trip), which tokens end generation, and probe answers through ``create_cha
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,11 +80,15 @@ class LoadedModel:
         for p in (model.gguf, model.lora):
             if p is not None and not Path(p).is_file():
                 raise FileNotFoundError(f"{p}: model file not found")
-        self.model = model
+        self.model = ServedModel(Path(model.gguf))
         # logits_all keeps every position's logits (loss, KLD); n_batch bounds llama.cpp's own logits
-        # buffer (n_batch x vocab floats: 256 MB for Gemma's 262k vocabulary at 256).
-        self.llm = open_llama(Path(model.gguf), Path(model.lora) if model.lora else None, n_ctx=n_ctx,
-                              n_batch=min(n_ctx, 256), logits_all=True, n_threads=n_threads)
+        # buffer (n_batch x vocab floats: 256 MB for Gemma's 262k vocabulary at 256). The base opens without
+        # its adapter: adapters are applied on the context (use()), so base, candidate and live adapters of
+        # one base GGUF share one load, as serving shares its resident base.
+        self.llm = open_llama(Path(model.gguf), None, n_ctx=n_ctx, n_batch=min(n_ctx, 256), logits_all=True,
+                              n_threads=n_threads)
+        self._adapters: dict[Path, object] = {}  # adapter GGUF -> llama.cpp handle
+        self._slot = _AdapterSlot(self.llm)
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         vocab = self.llm._model.vocab
         import llama_cpp
@@ -99,6 +104,36 @@ class LoadedModel:
 
             self.llm.chat_handler = Jinja2ChatFormatter(fallback_template, self.eos_text, self.bos_text,
                                                         stop_token_ids=[eos]).to_chat_handler()
+        try:
+            self.use(model)
+        except Exception:
+            self.close()
+            raise
+
+    def shares_base(self, model: ServedModel) -> bool:
+        return Path(model.gguf).resolve() == Path(self.model.gguf).resolve()
+
+    def use(self, model: ServedModel) -> None:
+        """Run ``model`` (this base GGUF, bare or with an adapter GGUF) from now on: the adapter is loaded once
+        and set on the context through serving's own adapter switch (KV cache cleared on a change)."""
+        if not self.shares_base(model):
+            raise ValueError(f"{model.describe()} is not on the loaded base {Path(self.model.gguf).name}")
+        import llama_cpp
+
+        from serving.worker import GenerationWorker
+
+        handle = None
+        if model.lora is not None:
+            lora = Path(model.lora).resolve()
+            if lora not in self._adapters:
+                h = llama_cpp.llama_adapter_lora_init(self.llm.model, str(lora).encode())
+                if not h:  # a NULL pointer: llama.cpp refused it (see export/validate.open_llama)
+                    raise ValueError(f"llama.cpp refused the LoRA adapter {lora.name} for "
+                                     f"{Path(self.model.gguf).name} (wrong base model or shapes)")
+                self._adapters[lora] = h
+            handle = self._adapters[lora]
+        GenerationWorker.set_adapter(self._slot, _Adapter(handle) if handle is not None else None)
+        self.model = ServedModel(Path(self.model.gguf), Path(model.lora) if model.lora else None)
 
     def __enter__(self) -> LoadedModel:
         return self
@@ -107,17 +142,25 @@ class LoadedModel:
         self.close()
 
     def close(self) -> None:
+        if self._adapters:
+            import llama_cpp
+
+            llama_cpp.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+            for h in self._adapters.values():
+                llama_cpp.llama_adapter_lora_free(h)
+            self._adapters.clear()
         self.llm.close()
 
     @property
     def n_vocab(self) -> int:
         return self.llm.n_vocab()
 
-    def logits(self, ids: list[int]) -> np.ndarray:
-        """[len(ids), vocab] logits of each position (a fresh context each time)."""
+    def logits(self, ids: list[int], rows_from: int = 0) -> np.ndarray:
+        """[len(ids) - rows_from, vocab] logits of positions rows_from.. (a fresh context each time; only the
+        rows asked for are copied out of llama.cpp's n_ctx x vocab buffer)."""
         self.llm.reset()  # eval() then drops the whole KV cache from position 0
         self.llm.eval(ids)
-        return np.array(self.llm.scores[:len(ids)], dtype=np.float32)
+        return np.array(self.llm.scores[rows_from:len(ids)], dtype=np.float32)
 
     def vocabulary_sha256(self) -> str:
         """sha256 of the vocabulary (every token's text, in id order): two models score the same token ids
@@ -144,14 +187,45 @@ class LoadedModel:
         rendered = Jinja2ChatFormatter(self.template, self.eos_text, self.bos_text)(messages=messages).prompt
         return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
 
-    def answer(self, prompt: str, sampling: Sampling, stop: list[str] | None = None) -> ProbeAnswer:
+    def answer(self, prompt: str, sampling: Sampling, stop: list[str] | None = None,
+               give_up: Callable[[str], object] | None = None, check_every: int = 16) -> ProbeAnswer:
+        """Serving's answer to ``prompt``, streamed; with ``give_up`` (e.g. metrics.loop_reason), generation
+        stops as soon as give_up(text so far) is truthy, checked every ``check_every`` tokens, and the
+        finish_reason is "gave_up": a looping answer need not run to the token limit to be called looping."""
         self.llm.reset()
-        out = self.llm.create_chat_completion(
+        chunks = self.llm.create_chat_completion(
             messages=[{"role": "user", "content": prompt}], temperature=sampling.temperature, top_p=sampling.top_p,
-            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, seed=sampling.seed, stop=stop)
-        choice = out["choices"][0]
-        return ProbeAnswer(prompt, choice["message"].get("content") or "", choice.get("finish_reason"),
-                           int(out["usage"]["completion_tokens"]))
+            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, seed=sampling.seed, stop=stop,
+            stream=True)
+        parts, finish, tokens = [], None, 0
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
+                if text:
+                    parts.append(text)
+                    tokens += 1  # llama-cpp-python streams one token per chunk
+                    if give_up is not None and tokens % check_every == 0 and give_up("".join(parts)):
+                        finish = "gave_up"
+                        break
+                finish = choice.get("finish_reason") or finish
+        finally:
+            chunks.close()
+        return ProbeAnswer(prompt, "".join(parts), finish, tokens)
+
+
+@dataclass
+class _Adapter:  # what serving's GenerationWorker.set_adapter reads
+    handle: object
+    scale: float = 1.0
+
+
+class _AdapterSlot:
+    """The two attributes serving.worker.GenerationWorker.set_adapter uses (the context and the adapter set on it), so
+    the evaluation switches adapters with serving's own code."""
+
+    def __init__(self, llm):
+        self.llm, self._applied = llm, None
 
 
 def gguf_quantization(path: Path) -> str:

@@ -83,6 +83,10 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     manifest = build_manifest(fingerprint=fingerprint, resumed=resume_from is not None, base=base, backend=backend,
                               cuda=cuda, cfg=cfg, data=data, metrics=metrics, log_history=result.log_history)
     publish_adapter(result.trainer, loaded.tokenizer, manifest, output_dir, final_dir)  # publish
+    # The evaluation's fidelity reference, from the model in memory (no second load of the base).
+    from forge_pipeline.evaluation.reference_logits import write_after_training
+
+    write_after_training(result.trainer.model, loaded.tokenizer, final_dir, data.eval_path, cfg.max_seq_length, log)
     clear_checkpoints(output_dir)
     log(f"adapter written to {final_dir} (train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']})")
     return TrainingReport(str(final_dir), manifest.status, backend, fingerprint, metrics,

@@ -1,0 +1,159 @@
+"""The evaluation's speed-ups keep its numbers: the trainer's sparse reference logits against the full
+Hugging Face reference, adapters switched on one loaded base against a model loaded with its adapter, the
+cached base loss, and probes that stop once they loop. Real tiny Gemma models through llama.cpp."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from forge_pipeline.evaluation.evaluate import evaluate_models
+from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel
+from forge_pipeline.files import write_jsonl
+from forge_pipeline_tests.helpers import make_tiny_gemma, random_lora_adapter
+from forge_pipeline_tests.tiny_models import WORDS
+
+pytestmark = pytest.mark.slow
+PROBES = ["the rest week", "the quiet morning week"]
+SAMPLING = Sampling(max_tokens=24)
+
+
+def eval_rows(n: int) -> list[dict]:
+    return [{"id": f"e{i}", "messages": [
+        {"role": "user", "content": f"the {WORDS[i % len(WORDS)]} {WORDS[(i * 3 + 1) % len(WORDS)]} week"},
+        {"role": "assistant", "content": f"I think the {WORDS[(i * 5) % len(WORDS)]} lesson is better looking back"}]}
+        for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    from forge_pipeline.evaluation.reference_logits import write_reference_logits
+    from forge_pipeline.export.gguf import convert_to_gguf
+    from forge_pipeline.export.lora_gguf import write_adapter_gguf
+
+    w = tmp_path_factory.mktemp("speed")
+    base = make_tiny_gemma(w / "gemma")
+    write_jsonl(w / "eval.jsonl", eval_rows(6))
+    out = {"w": w, "base_hf": base}
+    for name, seed in (("cand", 1), ("live", 2)):
+        adapter = w / f"adapter-{name}"
+        model, tok = random_lora_adapter(base, adapter, seed=seed, b_scale=0.5)
+        write_reference_logits(model, tok, adapter, w / "eval.jsonl", max_seq_length=1024, top_k=64)
+        out[name] = adapter
+        out[f"{name}_lora"] = write_adapter_gguf(adapter, str(base), w / f"{name}.gguf").path
+    # the base GGUF carries the adapters' chat template, as the exported base does
+    shadow = w / "shadow"
+    import shutil
+
+    shutil.copytree(base, shadow)
+    shutil.copy2(w / "adapter-cand" / "chat_template.jinja", shadow / "chat_template.jinja")
+    out["base"] = convert_to_gguf(shadow, w / "base.gguf", "f16")
+    return out
+
+
+def run(lab, candidate: ServedModel, adapter, cache: str, live: ServedModel | None = None):
+    return evaluate_models(candidate, ServedModel(lab["base"]), adapter_dir=adapter, eval_path=lab["w"] / "eval.jsonl",
+                           live=live, probes=PROBES, sampling=SAMPLING, cache_dir=lab["w"] / cache, log=lambda m: None)
+
+
+def test_sparse_reference_is_a_lower_bound_of_the_full_kl_and_exact_with_the_whole_vocabulary(lab, tmp_path):
+    """Served: the bare base; reference: base + the candidate's random adapter, so the KL is real. The
+    trainer's top-64 reference against the full one, on the same positions; then top-400 (the whole
+    vocabulary, no tail) must give the full KL itself."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forge_pipeline.evaluation.reference_logits import write_reference_logits
+
+    sparse = run(lab, ServedModel(lab["base"]), lab["cand"], "c1")
+    no_file = tmp_path / "adapter"
+    shutil.copytree(lab["cand"], no_file)
+    (no_file / "reference_logits.npz").unlink()
+    full = run(lab, ServedModel(lab["base"]), no_file, "c2")
+    assert sparse.fidelity.reference == "trainer-top64" and full.fidelity.reference == "hf"
+    s, f = sparse.fidelity.kld_mean, full.fidelity.kld_mean
+    assert f > 0.01  # a real difference to measure (0.019 here)
+    assert s <= f * (1 + 1e-6), (s, f)  # a lower bound
+    assert sparse.fidelity.top1_agreement == full.fidelity.top1_agreement
+    assert sparse.fidelity.positions == full.fidelity.positions
+    # Measured: 0.0060 vs 0.0186 (32%). A random-weight model's next-token distributions are nearly flat
+    # over its 400 tokens, so 64 of them hold little of the mass; a trained model's are peaked.
+    print(f"tiny random Gemma, 400-token vocabulary, top 64: sparse KLD {s:.5f} vs full {f:.5f} ({s / f:.0%})")
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(lab["base_hf"]), dtype=torch.float32),
+                                      str(no_file))
+    write_reference_logits(model, AutoTokenizer.from_pretrained(str(no_file)), no_file, lab["w"] / "eval.jsonl",
+                           max_seq_length=1024, top_k=400)
+    whole = run(lab, ServedModel(lab["base"]), no_file, "c5")
+    assert whole.fidelity.reference == "trainer-top400"
+    assert whole.fidelity.kld_mean == pytest.approx(f, rel=1e-4)
+
+
+def test_a_stale_reference_file_falls_back_to_the_full_reference(lab, tmp_path):
+    import shutil
+
+    stale = tmp_path / "adapter"
+    shutil.copytree(lab["cand"], stale)
+    shutil.copy2(lab["live"] / "reference_logits.npz", stale / "reference_logits.npz")  # another adapter's
+    report = run(lab, ServedModel(lab["base"], lab["cand_lora"]), stale, "c3")
+    assert report.fidelity.reference == "hf"
+
+
+def test_adapters_switch_on_one_loaded_base_and_score_as_a_fresh_load(lab):
+    from forge_pipeline.evaluation.reference import ReferenceModel, training_sequences
+    from forge_pipeline.export.validate import gguf_perplexity
+    from forge_pipeline.files import read_jsonl
+
+    cand = ServedModel(lab["base"], lab["cand_lora"])
+    live = ServedModel(lab["base"], lab["live_lora"])
+    report = run(lab, cand, lab["cand"], "c4", live=live)
+    assert report.timings["model_loads"] == 1
+    # independent: llama-cpp-python loading each adapter at construction (export's perplexity check)
+    seqs = training_sequences(ReferenceModel(lab["cand"]).tokenizer, read_jsonl(lab["w"] / "eval.jsonl"), 1024)
+    for role, lora in (("candidate", lab["cand_lora"]), ("live", lab["live_lora"]), ("base", None)):
+        expected = math.log(gguf_perplexity(lab["base"], seqs, lora=lora))
+        assert report.models[role].eval_loss == pytest.approx(expected, rel=1e-4), role
+    assert report.fidelity.kld_mean < 0.005 and report.fidelity.reference == "trainer-top64"
+    # the next night: base loss and base/live probes come from the caches
+    again = run(lab, cand, lab["cand"], "c4", live=live)
+    assert again.base.loss_cached and again.base.probes_cached and again.live.probes_cached
+    assert again.base.eval_loss == report.base.eval_loss
+
+
+def test_a_probe_stops_as_soon_as_it_is_given_up(lab):
+    with LoadedModel(ServedModel(lab["base"]), 512) as m:
+        full = m.answer("the rest week", Sampling(max_tokens=64, temperature=0.0))
+        cut = m.answer("the rest week", Sampling(max_tokens=64, temperature=0.0), give_up=lambda t: True,
+                       check_every=8)
+    assert full.completion_tokens > 8 and full.finish_reason in ("length", "stop")
+    assert cut.finish_reason == "gave_up" and cut.completion_tokens == 8
+    assert full.text.startswith(cut.text)  # the same answer, stopped early
+    assert np.isfinite(full.completion_tokens)
+
+
+def test_the_trainer_writes_the_reference_logits_the_evaluation_uses(lab, tmp_path):
+    import shutil
+
+    from forge_pipeline.export.lora_gguf import write_adapter_gguf
+    from forge_pipeline.training.trainer import train
+
+    write_jsonl(tmp_path / "train.jsonl", eval_rows(16))
+    final = train(tmp_path / "train.jsonl", tmp_path / "run", base_model=str(lab["base_hf"]), learning_rate=5e-3,
+                  max_steps=2, batch_size=4, gradient_accumulation_steps=1, eval_path=lab["w"] / "eval.jsonl",
+                  max_seq_length=128, min_examples=4, home=tmp_path / "home", force_cpu=True, eval_steps=2,
+                  save_steps=1000, log=lambda m: None)
+    assert (final / "reference_logits.npz").exists()
+    served = ServedModel(lab["base"], write_adapter_gguf(final, str(lab["base_hf"]), tmp_path / "a.gguf").path)
+    sparse = run(lab, served, final, "t1")
+    assert sparse.fidelity.reference == "trainer-top256" and sparse.fidelity.kld_mean < 0.005
+    copy = tmp_path / "copy"
+    shutil.copytree(final, copy)
+    (copy / "reference_logits.npz").unlink()
+    full = run(lab, served, copy, "t2")
+    assert full.fidelity.reference == "hf" and sparse.fidelity.kld_mean <= full.fidelity.kld_mean * (1 + 1e-6)
+    assert sparse.fidelity.top1_agreement == full.fidelity.top1_agreement
+    assert sparse.candidate.eval_loss == full.candidate.eval_loss
