@@ -1,8 +1,8 @@
 """Benchmark of the data half on this machine; writes bench/results/data_pipeline.json.
 
-    .venv/bin/python bench/bench_data.py [--notes 10000] [--baseline DIR] [--results PATH]
+    .venv/bin/python bench/bench_data.py [--notes 10000] [--baseline REV|DIR] [--results PATH]
 
-``--baseline DIR``: a checkout of an older commit (e.g. ``git archive <commit> | tar -x -C DIR``), timed on the
+``--baseline REV``: an older commit of this repository (unpacked with ``git archive``; or a folder holding one), timed on the
 same vault right after ours, full and incremental, in its own process: the 2 cores are shared, so only
 times taken side by side compare. CPU seconds (this process and its workers) are recorded beside wall time:
 on a loaded machine wall time says little about the code, and extraction parses notes in worker processes.
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--notes", type=int, default=10_000)
     ap.add_argument("--examples", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--baseline", help="a checkout of an older commit: its extraction of the same vault is timed "
+    ap.add_argument("--baseline", help="an older commit (or a folder holding one): its extraction of the same vault is timed "
                     "right after ours (the 2 cores are shared, so absolute times move with other work)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (default: %(default)s)")
     args = ap.parse_args()
@@ -59,8 +59,8 @@ def main() -> None:
         ex2 = TrainingDataExtractor(cfg)
         ex2.extract()
         incr, incr_cpu = time.perf_counter() - t, _cpu() - c
-        baseline = _baseline(args.baseline, work / "vault-baseline", work / "home-baseline", args.notes) \
-            if args.baseline else None
+        baseline = _baseline(_checkout(args.baseline, work / "baseline-code"), work / "vault-baseline",
+                             work / "home-baseline", args.notes) if args.baseline else None
         result = {
             "extraction": {"notes": args.notes, "examples": len(rows), "full_s": round(full, 3),
                            "full_cpu_s": round(full_cpu, 3), "notes_per_s": round(args.notes / full),
@@ -102,10 +102,31 @@ def _change_one_percent(vault: Path, notes: int) -> None:
         p.write_text(p.read_text() + "\nI realize this note changed tonight, and that is fine.\n")
 
 
-def _baseline(root: str, vault: Path, home: Path, notes: int) -> dict:
+def _checkout(rev_or_dir: str, dest: Path) -> tuple[str, str | None]:
+    """(folder holding the code, its commit): a folder as given, or a revision unpacked with git archive."""
+    import io
+    import subprocess
+    import tarfile
+
+    if Path(rev_or_dir).is_dir():
+        return rev_or_dir, None
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", rev_or_dir], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    tar = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit], capture_output=True,
+                         check=True).stdout
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(dest, filter="data")
+    return str(dest), commit
+
+
+def _baseline(code_dir: tuple[str, str | None], vault: Path, home: Path, notes: int) -> dict:
     """The older checkout's full and incremental extraction of the same vault, in a process of its own."""
     import inspect
     import subprocess
+
+    root, commit = code_dir
     # the helpers travel as source: the old checkout's own bench/ package would shadow this one
     code = "\n".join(["import random, sys, time", "from pathlib import Path", inspect.getsource(_cpu),
                       inspect.getsource(_change_one_percent), (
@@ -119,10 +140,8 @@ def _baseline(root: str, vault: Path, home: Path, notes: int) -> dict:
         "print(len(rows), full, full_cpu, time.perf_counter() - t, _cpu() - c)")])
     out = subprocess.run([sys.executable, "-c", code, root, str(vault), str(home), str(notes)],
                          capture_output=True, text=True, check=True, cwd=root).stdout.split()
-    commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     full, full_cpu, incr, incr_cpu = (round(float(x), 3) for x in out[1:5])
-    return {"root": root, "commit": commit or None, "examples": int(out[0]), "full_s": full, "full_cpu_s": full_cpu,
+    return {"root": root, "commit": commit, "examples": int(out[0]), "full_s": full, "full_cpu_s": full_cpu,
             "incremental_1pct_s": incr, "incremental_cpu_s": incr_cpu, "incremental_ratio": round(incr / full, 3)}
 
 
