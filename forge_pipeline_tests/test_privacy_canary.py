@@ -24,7 +24,7 @@ CANARIES = {
     "CanaryPw7781": "Areas/Servers.md",
     "GB82 WEST 1234 5698": "Areas/Bank.md",  # a valid IBAN; searched spaced and compact
     "CANARYKEYq9": "Areas/Servers.md",
-    "Quixotrelpha": "Journal/2026-05-06 private.md",  # private: true
+    "Quixotrelpha": "Journal/2026-05-06 Quixotrelpha.md",  # private: true; its file name too (vault_inventory once listed it)
     "Vellumquartz": "Journal/2026-05-07.md",  # a #private paragraph
     "Zorblatnique": "Private/Zorblatnique plans.md",  # private folder: name and text
     "Mirthgrovel": "Journal/2026-05-08.md",  # a #private heading section
@@ -44,7 +44,7 @@ NOTES = {
                         "secret key wJalrXUtnFEMI/K7MDENG/bPxRfiCANARYKEYq9 too, which was careless of me.\n",
     "Areas/Bank.md": "## Reflection\nI think moving savings to GB82 WEST 1234 5698 7654 32 was the first grown-up "
                      "money decision I made this year.\n",
-    "Journal/2026-05-06 private.md": "---\nprivate: true\n---\n## Reflection\nI think Quixotrelpha is the word I "
+    "Journal/2026-05-06 Quixotrelpha.md": "---\nprivate: true\n---\n## Reflection\nI think Quixotrelpha is the word I "
                                      "use for the feeling I never tell anyone about.\n",
     "Journal/2026-05-07.md": "## Reflection\nI think the walk cleared my head more than the meeting did.\n\n"
                              "I realize Vellumquartz is still the thing I cannot say out loud. #private\n",
