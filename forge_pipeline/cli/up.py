@@ -178,14 +178,6 @@ def instance_home(settings) -> Path:
     return home
 
 
-def prepare_instance(dagster_home: Path) -> None:
-    """The GPU pool's slot, made before the daemon can launch two runs at once (orchestration/concurrency.py)."""
-    code = ("import dagster as dg; from forge_pipeline.orchestration.concurrency import ensure_gpu_pool; "
-            "i = dg.DagsterInstance.get(); ensure_gpu_pool(i); i.dispose()")
-    subprocess.run([sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(dagster_home)}, check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def cmd_up(args) -> int:
     from forge_pipeline.cli.models_on_disk import choose_model, load_adapter_when_up, serve_args
     from forge_pipeline.config import REPO_ROOT
@@ -198,7 +190,6 @@ def cmd_up(args) -> int:
     serving_url, ui_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
     env = {**os.environ, "FORGE_HOME": str(settings.home_dir), "FORGE_SERVING_URL": serving_url,
            "DAGSTER_HOME": str(instance_home(settings))}
-    prepare_instance(Path(env["DAGSTER_HOME"]))
     choice = choose_model(settings)
     serve = [sys.executable, "-m", "serving"] + (["--model", args.model] if args.model else serve_args(choice))
     logs = settings.logs_dir
