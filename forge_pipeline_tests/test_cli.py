@@ -66,6 +66,8 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
             elif action.option_strings and action.nargs != 0 and "default" not in formatter._get_help_string(action).lower():
                 missing.append(f"{label}: default not shown")
     assert not missing, missing
+    # the command list is not an option: no "(default: not set)" after each command's description
+    assert "default: not set" not in parser.format_help(), parser.format_help()
 
 
 def test_version_and_home_after_the_command(forge_home, tmp_path):

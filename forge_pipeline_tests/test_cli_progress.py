@@ -73,3 +73,16 @@ def test_forge_train_prints_step_loss_eta_and_no_library_bars_unless_verbose(cur
     assert loud.returncode == 0, loud.stderr[-3000:]
     assert TQDM_BAR.search(loud.stderr) and "{'loss'" in loud.stdout  # the detectors above do detect them
     assert STEP.match(next(line for line in loud.stdout.splitlines() if line.startswith("step 1/")))
+
+
+@pytest.mark.parametrize("own_bars, verbose, bar_drawn", [(False, False, False), (True, False, True), (False, True, True)])
+def test_a_training_process_draws_no_library_bar_unless_verbose(own_bars, verbose, bar_drawn):
+    """A bar drawn with plain tqdm and no switch (transformers' GGUF de-quantization does this when the
+    embedded base loads) is off in a process without bars of its own (`forge train`, the Pipes trainer);
+    forge's own bars (extract, export) stay in the other commands."""
+    code = (f"from forge_pipeline.training.measurement import quiet_libraries; quiet_libraries({verbose}, {own_bars}); "
+            "from tqdm.auto import tqdm; list(tqdm(range(3), desc='Converting and de-quantizing GGUF tensors...'))")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TQDM_", "FORGE_VERBOSE"))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert bool(TQDM_BAR.search(r.stderr)) is bar_drawn, r.stderr

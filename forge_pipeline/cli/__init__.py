@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        quiet_libraries(getattr(args, "verbose", False))
+        quiet_libraries(getattr(args, "verbose", False), args.command)
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

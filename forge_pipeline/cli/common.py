@@ -12,7 +12,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if not text or "default" in text.lower() or action.default is argparse.SUPPRESS or action.nargs == 0:
+        if (not text or not action.option_strings or "default" in text.lower() or action.default is argparse.SUPPRESS
+                or action.nargs == 0):  # no option strings: a positional or an entry of the command list
             return text
         return f"{text} (default: not set)" if action.default is None else f"{text} (default: %(default)s)"
 
@@ -28,7 +29,11 @@ def add_global_options(parser: argparse.ArgumentParser, top: bool = False) -> No
                             help="show library warnings, progress bars and debug logs (default: quiet)")
 
 
-def quiet_libraries(verbose: bool) -> None:
+# Commands that draw no progress bar of their own: every tqdm bar is off there unless verbose.
+NO_OWN_BARS = {"train"}
+
+
+def quiet_libraries(verbose: bool, command: str = "") -> None:
     """--verbose (or FORGE_VERBOSE) keeps library chatter; otherwise it is off here and in every process this
     command starts (the Dagster children of `forge up`, their trainers), which read FORGE_VERBOSE."""
     from forge_pipeline.config import load_config
@@ -36,7 +41,7 @@ def quiet_libraries(verbose: bool) -> None:
 
     if verbose:
         os.environ["FORGE_VERBOSE"] = "1"
-    quiet(verbose or load_config().verbose)
+    quiet(verbose or load_config().verbose, own_bars=command not in NO_OWN_BARS)
 
 
 def config_from_args(args):

@@ -28,13 +28,17 @@ QUIET_LIBRARY_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_P
                      "TOKENIZERS_PARALLELISM": "false"}
 
 
-def quiet_libraries(verbose: bool) -> None:
+def quiet_libraries(verbose: bool, own_bars: bool = True) -> None:
     """Library chatter (deprecation warnings, Hugging Face progress bars, transformers' info logs) off in this
     process and the ones it starts, unless ``verbose``; forge's own progress lines and messages stay. Call it
-    before transformers, datasets or torch are imported (the CLI's main, the Pipes trainer's entry). A variable
-    the user set wins."""
+    before transformers, datasets, tqdm or torch are imported (the CLI's main, the Pipes trainer's entry). A
+    variable the user set wins. ``own_bars=False`` (a process that draws no bar of its own: training) turns
+    every tqdm bar off, also those a library draws with no switch (transformers' "Converting and de-quantizing
+    GGUF tensors" when the embedded base loads): tqdm reads TQDM_DISABLE when it is imported."""
     if verbose:
         return
+    if not own_bars:
+        os.environ.setdefault("TQDM_DISABLE", "1")
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)

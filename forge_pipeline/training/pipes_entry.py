@@ -32,7 +32,7 @@ def main() -> None:
         extras = pipes.extras
         # before transformers loads: no Hugging Face bars or warnings in the step's stderr unless FORGE_VERBOSE;
         # the progress lines ("step x/N, loss, ETA") reach the run's event log through pipes.log
-        quiet_libraries(load_config(home=extras.get("home")).verbose)
+        quiet_libraries(load_config(home=extras.get("home")).verbose, own_bars=False)
         from forge_pipeline.training.trainer import run_training
 
         cfg = config_from_extras(extras)
