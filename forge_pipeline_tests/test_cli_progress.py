@@ -86,3 +86,16 @@ def test_a_training_process_draws_no_library_bar_unless_verbose(own_bars, verbos
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert bool(TQDM_BAR.search(r.stderr)) is bar_drawn, r.stderr
+
+
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_dagster_step_processes_quiet_hugging_face_bars_unless_verbose(verbose):
+    """Export and evaluation load models inside the Dagster step process (`dg launch`, a run worker): importing
+    the definitions turns transformers' "Loading weights" bars off there, unless FORGE_VERBOSE."""
+    code = ("import forge_pipeline.definitions; from transformers.utils import logging; "
+            "print(logging.is_progress_bar_enabled())")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "FORGE_VERBOSE"))}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**env, "FORGE_VERBOSE": verbose})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ("True" if verbose else "False")
