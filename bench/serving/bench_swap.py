@@ -24,23 +24,17 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
+from bench.serving.load import Load, no_end_bias, pct
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "serving_swap.json"
 ASK = {"messages": [{"role": "user", "content": "Write two sentences about this week."}], "max_tokens": 32,
-       "temperature": 0, "stream": True}
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(round(q * (len(values) - 1))))], 3)
+       "temperature": 0, "stream": True}  # + a bias against every end token: 32 tokens each (bench.serving.load)
 
 
 def place(src: Path, dst: Path) -> Path:
@@ -50,40 +44,6 @@ def place(src: Path, dst: Path) -> Path:
     except OSError:
         shutil.copy2(src, dst)
     return dst
-
-
-class Load:
-    """Streaming clients in threads: counts answers, failures and answers that mix two models."""
-
-    def __init__(self, url: str, n: int):
-        self.url, self.stop = url, threading.Event()
-        self.ok, self.failed, self.mixed, self.errors = 0, 0, 0, []
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(n)]
-
-    def run(self):
-        while not self.stop.is_set():
-            try:
-                with httpx.stream("POST", self.url + "/v1/chat/completions", json=ASK, timeout=120) as r:
-                    models = {json.loads(line[6:]).get("model") for line in r.iter_lines() if line.startswith("data: {")}
-                    if r.status_code != 200 or not models:
-                        self.failed += 1
-                        self.errors.append(r.status_code)
-                    else:
-                        self.ok += 1
-                        self.mixed += len(models) > 1
-            except Exception as e:  # noqa: BLE001
-                self.failed += 1
-                self.errors.append(repr(e)[:120])
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=180)
 
 
 def fresh_copy(src: Path, dst: Path, n: int) -> Path:
@@ -155,7 +115,8 @@ def main() -> int:
         swap_to(adapters[0], first_s, [])
         rss_first_idle = server.rss_mb()
         new_s, new_stages, known_s, known_stages, rss_trace, deployed = [], [], [], [], [], [adapters[0]]
-        with Load(server.url, args.clients) as load:
+        ask = {**ASK, "logit_bias": no_end_bias(base)}
+        with Load(server.url, args.clients, ask) as load:
             while load.ok + load.failed < args.warmup_answers:  # the first adapter, serving: its working set
                 time.sleep(0.2)
             rss_first = server.rss_mb()
@@ -195,7 +156,8 @@ def main() -> int:
             if known_s else None,
             "full_gguf_reload_s": {"n": len(full_s), "p50": pct(full_s, 0.5), "max": round(max(full_s), 3)}
             if full_s else None,
-            "requests": {"ok": load.ok, "failed": load.failed, "mixed_models": load.mixed, "errors": load.errors[:5]},
+            "requests": {"ok": load.ok, "failed": load.failed, "mixed_models": load.mixed, "errors": load.errors[:5],
+                         "tokens_streamed": load.chunks, "max_tokens_each": ASK["max_tokens"]},
             "rss_mb": {"bare_base": round(rss_base, 1), "first_adapter_idle": round(rss_first_idle, 1),
                        "first_adapter_under_load": round(rss_first, 1), "after_swaps": round(rss_after_swaps, 1),
                        "after_swaps_ratio": round(rss_after_swaps / rss_first, 3), "target_ratio_max": 1.10,
@@ -203,7 +165,10 @@ def main() -> int:
                        "why_under_load": "the first adapter's figure is taken once it has served "
                                          f"{args.warmup_answers} answers under the same load as the swaps: "
                                          "idle, it lacks the streams' own working set (compute buffers, "
-                                         "sampling arrays), which is no growth from swapping"},
+                                         "sampling arrays), which is no growth from swapping. After the first "
+                                         "swap the previous adapter stays resident too (side by side, instant "
+                                         "rollback), and a retired one lives until its last stream ends: up to "
+                                         "2 adapters more than the first figure holds"},
             "apply_remove_cycles": {"n": args.cycles, "seconds": round(cycles_s, 1),
                                     "rss_first_mb": round(rss_cycles_first, 1), "rss_last_mb": round(rss_cycles_last, 1),
                                     "ratio": round(rss_cycles_last / rss_cycles_first, 3), "target_ratio_max": 1.10},
