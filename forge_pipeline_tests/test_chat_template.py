@@ -93,3 +93,26 @@ def test_gguf_from_the_real_converter_stops_at_end_of_turn(tmp_path):
         assert served == list(trained)
     finally:
         llm.close()
+
+
+@pytest.mark.slow
+def test_a_sentencepiece_tokenizer_with_a_dummy_prefix_round_trips_through_llama_cpp(tmp_path):
+    """The H100 bench's Llama 3.1 with a home-made SentencePiece tokenizer failed the round trip on every
+    conversation ("[339, 39, 39] vs [39, 39, 39]" at position 1): llama.cpp's SentencePiece tokenizer puts
+    its dummy-prefix space after every special token (<s>, </s>), Hugging Face's (legacy=False) only at the
+    very start of the text. Checked through the real converter and llama.cpp, multi-turn (after </s> too)."""
+    from forge_pipeline.evaluation.served import LoadedModel, ServedModel
+    from forge_pipeline.export.gguf import convert_to_gguf
+    from forge_pipeline_tests.tiny_models import make_tiny_llama
+
+    hf = make_tiny_llama(tmp_path / "llama")
+    tok = load(hf)
+    prepare_tokenizer(tok)
+    tok.save_pretrained(str(hf))  # what training publishes, and what the converter embeds
+    tok = load(hf)  # the saved form is the one training and evaluation use
+    gguf = convert_to_gguf(hf, tmp_path / "llama.gguf", "f16")
+    msgs = CONVERSATION + [{"role": "user", "content": "And the week before?"}]
+    trained = list(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False))
+    with LoadedModel(ServedModel(gguf), 512) as m:
+        served = m.template_prompt_ids(msgs)
+    assert served == trained, (tok.convert_ids_to_tokens(served[:6]), tok.convert_ids_to_tokens(trained[:6]))

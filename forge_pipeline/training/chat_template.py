@@ -106,6 +106,45 @@ def choose_chat_template(tokenizer) -> str:
     return fmt.template if fmt else DEFAULT_CHAT_TEMPLATE
 
 
+def _sentencepiece_adds_dummy_prefix(tokenizer) -> bool:
+    """Whether the tokenizer.model that llama.cpp's converter reads adds a dummy prefix (llama.cpp's
+    tokenizer.ggml.add_space_prefix follows it)."""
+    from pathlib import Path
+
+    candidates = [tokenizer.init_kwargs.get("vocab_file"), Path(str(tokenizer.name_or_path)) / "tokenizer.model"]
+    model = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    if model is None:
+        return False
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    ids = sp.encode("x")
+    return bool(ids) and sp.id_to_piece(ids[0]).startswith("\u2581")
+
+
+def _space_after_special_tokens_as_llama_cpp(tokenizer) -> None:
+    """A SentencePiece tokenizer with a dummy prefix (Llama 2, Mistral, TinyLlama; the H100 bench's
+    home-made one): llama.cpp prefixes every text fragment that follows a special token with its space
+    ("<s>###" -> <s> ▁ # ...), Hugging Face's (legacy=False: Metaspace prepend_scheme "first") only the
+    start of the whole text, so a template that renders <s> or </s> before text trained on other ids than
+    serving feeds (the round trip failed on every conversation, test_chat_template.py). Prepending to every
+    segment between special tokens ("always") is llama.cpp's rule; it is saved in tokenizer.json."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if pre is None or type(pre).__name__ != "Metaspace" or getattr(pre, "prepend_scheme", None) != "first":
+        return
+    if not _sentencepiece_adds_dummy_prefix(tokenizer):  # e.g. Gemma's: llama.cpp adds no space either
+        return
+    from tokenizers.pre_tokenizers import Metaspace
+
+    backend.pre_tokenizer = Metaspace(replacement=pre.replacement, prepend_scheme="always", split=pre.split)
+    # transformers 5.17's LlamaTokenizer rebuilds its pre-tokenizer from `legacy` when loaded (legacy=True
+    # -> "always"), so the saved config must say so too
+    if hasattr(tokenizer, "legacy"):
+        tokenizer.legacy = True
+        tokenizer.init_kwargs["legacy"] = True
+
+
 def prepare_tokenizer(tokenizer) -> str:
     """Set the chosen template on ``tokenizer`` and register its turn tokens as special tokens, so each
     tokenizes as one token in training whatever the tokenizer's own type for it (a SentencePiece
@@ -118,6 +157,7 @@ def prepare_tokenizer(tokenizer) -> str:
     """
     template = choose_chat_template(tokenizer)
     tokenizer.chat_template = template
+    _space_after_special_tokens_as_llama_cpp(tokenizer)
     vocab = _vocab(tokenizer)
     wanted = [t for fmt in TURN_FORMATS for t in fmt.turn_tokens if t in template and t in vocab]
     if wanted:
