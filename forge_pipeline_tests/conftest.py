@@ -94,3 +94,19 @@ def curated(config):
     extract_training_data(config=config)
     curate(config)
     return config
+
+
+# Shared by the serving tests (test_serving, test_serving_reliability): two tiny real GGUFs per module, and a
+# FORGE_HOME holding each as its own version (models/v-a/companion-a.gguf, models/v-b/companion-b.gguf).
+@pytest.fixture(scope="module")
+def ggufs(tmp_path_factory) -> dict:
+    from forge_pipeline_tests.helpers import two_tiny_ggufs
+
+    return two_tiny_ggufs(tmp_path_factory.mktemp("ggufs"))
+
+
+@pytest.fixture
+def models_home(tmp_path, ggufs) -> Path:
+    from forge_pipeline_tests.helpers import home_with_models
+
+    return home_with_models(tmp_path / "home", ggufs)

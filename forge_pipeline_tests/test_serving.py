@@ -16,16 +16,6 @@ from forge_pipeline_tests.helpers import Server, free_port, home_with_models, tw
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
 
 
-@pytest.fixture(scope="module")
-def ggufs(tmp_path_factory) -> dict:
-    return two_tiny_ggufs(tmp_path_factory.mktemp("ggufs"))
-
-
-@pytest.fixture
-def models_home(tmp_path, ggufs):
-    return home_with_models(tmp_path / "home", ggufs)
-
-
 @pytest.fixture
 def server(models_home):
     s = Server(models_home, model=models_home / "models" / "v-a" / "companion-a.gguf").wait()

@@ -8,21 +8,16 @@ import time
 import httpx
 import pytest
 
-from forge_pipeline_tests.helpers import Server, StreamCrowd, home_with_models, stream_some, two_tiny_ggufs
+from forge_pipeline_tests.helpers import Server, StreamCrowd, stream_some
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
 NO_END = {"2": -100}  # the tiny models' </s>: generation runs to max_tokens
 
 
-@pytest.fixture(scope="module")
-def ggufs(tmp_path_factory) -> dict:
-    return two_tiny_ggufs(tmp_path_factory.mktemp("ggufs"))
-
-
 @pytest.fixture
-def home(tmp_path, ggufs):
-    return home_with_models(tmp_path / "home", ggufs)
+def home(models_home):  # ggufs and models_home: conftest.py
+    return models_home
 
 
 def model_a(home):

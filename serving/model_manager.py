@@ -9,9 +9,8 @@ adapter was made for the loaded base (`forge.base_gguf_sha256`), validates base 
 process, loads the adapter on the resident base between two tokens and swaps the pointer (no base load).
 Retired bases and adapters are freed when their last lease ends. Reloads are serialized: a second one
 while one runs is refused (409), never interleaved. On any failure the old model keeps serving.
-(Over 300 lines: leases, swaps and disposal share one lock and must be read together to be trusted.)
 
-(About 400 lines in one module on purpose: lease counts, swaps and the order in which adapters and bases are
+(About 450 lines in one module on purpose: lease counts, swaps and the order in which adapters and bases are
 freed share one lock, and are only checkable when read together.)
 """
 from __future__ import annotations
@@ -54,39 +53,38 @@ def version_of(path: Path) -> str:
     return path.parent.name if path.parent.parent.name == "models" else path.stem
 
 
-@dataclass(eq=False)
-class Base:
-    llm: object
+@dataclass(eq=False, kw_only=True)
+class Loaded:
+    """A file llama.cpp holds for us (a base model or an adapter), leased by the requests that use it."""
     path: Path
     sha256: str
     size_mb: float
     loaded_at: float
+    leases: int = 0
+    retired: bool = False  # no longer live nor previous: freed when its last lease ends
+
+    @property
+    def version(self) -> str:
+        return version_of(self.path)
+
+    @property
+    def unused(self) -> bool:
+        return self.retired and self.leases == 0
+
+
+@dataclass(eq=False, kw_only=True)
+class Base(Loaded):
+    llm: object
     worker: GenerationWorker
     architecture: Optional[str] = None
     validator: Optional[ResidentValidator] = None
-    leases: int = 0
-    retired: bool = False
-
-    @property
-    def version(self) -> str:
-        return version_of(self.path)
 
 
-@dataclass(eq=False)
-class Adapter:
+@dataclass(eq=False, kw_only=True)
+class Adapter(Loaded):
     handle: object
-    path: Path
-    sha256: str
-    size_mb: float
-    loaded_at: float
     base: Base
     scale: float = 1.0
-    leases: int = 0
-    retired: bool = False
-
-    @property
-    def version(self) -> str:
-        return version_of(self.path)
 
 
 @dataclass(eq=False)
@@ -95,6 +93,14 @@ class Deployment:
     adapter: Optional[Adapter] = None
     requests_served: int = 0
     created: float = field(default_factory=time.time)
+
+    def parts(self) -> list[Loaded]:
+        return [self.base, self.adapter] if self.adapter else [self.base]
+
+    def lease(self, n: int) -> None:
+        """Count `n` (+1 or -1) more requests on the base and the adapter; caller holds the manager's lock."""
+        for part in self.parts():
+            part.leases += n
 
     @property
     def model_id(self) -> str:
@@ -171,9 +177,7 @@ class ModelManager:
                 dep, role = self.prev, "previous"
             else:
                 dep, role = live, "live"
-            dep.base.leases += 1
-            if dep.adapter:
-                dep.adapter.leases += 1
+            dep.lease(+1)
             dep.requests_served += 1
         return Lease(self, dep, role)
 
@@ -185,12 +189,10 @@ class ModelManager:
 
     def _release(self, dep: Deployment) -> None:
         with self._lock:
-            dep.base.leases -= 1
-            if dep.adapter:
-                dep.adapter.leases -= 1
-            free = [dep.adapter] if dep.adapter and dep.adapter.retired and dep.adapter.leases == 0 else []
-            close = dep.base.retired and dep.base.leases == 0
-        self._dispose(free, [dep.base] if close else [])
+            dep.lease(-1)
+            free = [dep.adapter] if dep.adapter and dep.adapter.unused else []
+            close = [dep.base] if dep.base.unused else []
+        self._dispose(free, close)
 
     # ---- freeing -------------------------------------------------------------------------------------
     def _dispose(self, adapters: list[Adapter], bases: list[Base]) -> None:
@@ -299,12 +301,10 @@ class ModelManager:
                     continue
                 if d.adapter is not None and id(d.adapter) not in keep and not d.adapter.retired:
                     d.adapter.retired = True
-                    if d.adapter.leases == 0:
-                        free.append(d.adapter)
+                    free += [d.adapter] if d.adapter.unused else []
                 if d.base is not new.base and not d.base.retired:
                     d.base.retired = True
-                    if d.base.leases == 0:
-                        close.append(d.base)
+                    close += [d.base] if d.base.unused else []
         self._dispose(free, close)
         self.history.record(new.info(), self.previous, event)
         return old
