@@ -147,7 +147,8 @@ def render(s: dict) -> str:
                      f"{_fmt(ad['eval_loss'])} vs base {_fmt(ad['base_eval_loss'])}"
                      + (f" ({gain:+.1f}% better)" if gain is not None else ""))
     if ev:
-        verdict = "deployed" if ev["deploy"] else "refused: " + "; ".join(ev["reasons"])
+        # the gate's decision; whether the model was then deployed is the serving line above
+        verdict = "passed the gate" if ev["deploy"] else "refused: " + "; ".join(ev["reasons"])
         lines.append(f"  last decision  {_age(ev['at'])}: {verdict}")
         lines.append(f"                 eval loss candidate {_fmt(ev.get('eval_loss_candidate'))}, live "
                      f"{_fmt(ev.get('eval_loss_live'))}, base {_fmt(ev.get('eval_loss_base'))}; loop rate "
