@@ -87,6 +87,11 @@ def test_forge_up_starts_supervises_and_stops_everything(tmp_path):
                              "{ ... on Sensors { results { name sensorState { status } } } } }"}).json()
         assert {"name": "model_deploy_sensor", "sensorState": {"status": "RUNNING"}} in \
             sensors["data"]["sensorsOrError"]["results"]
+        # `forge status` from another terminal finds forge up's ports (not the defaults it would try otherwise)
+        st = subprocess.run([FORGE, "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
+        status = json.loads(st.stdout)
+        assert status["serving"]["up"] and status["serving"]["url"] == serving, status["serving"]
+        assert status["nightly"]["on"] is True, status["nightly"]
 
         victim = state["children"]["serving"]["pid"]
         seen |= family(up.pid)

@@ -35,7 +35,7 @@ def _age(iso: str | None) -> str:
 def _serving(settings) -> dict:
     from serving.client import ServingAdminClient
 
-    client = ServingAdminClient.from_env(max_attempts=1, timeout_s=5)
+    client = ServingAdminClient.from_env(max_attempts=1, timeout_s=5, **_up_serving(settings))
     try:
         return {"up": True, "url": client.base_url, **client.status(attempts=1)}
     except Exception as e:  # down or refusing: say so, and fall back to the record of what it last ran
@@ -44,11 +44,21 @@ def _serving(settings) -> dict:
         return {"up": False, "url": client.base_url, "error": str(e).split(". ")[0], "last_deployed": live_model(settings)}
 
 
+def _up_serving(settings) -> dict:
+    """base_url for the serving client: where a running `forge up` serves (its --port), else the environment's."""
+    from forge_pipeline.cli.up import serving_base_url
+
+    url = serving_base_url(settings)
+    return {"base_url": url} if url else {}
+
+
 def _nightly(settings) -> dict:
-    """The schedule's state, from the Dagster web UI when it runs (`forge up` starts it)."""
+    """The schedule's state, from the Dagster web UI when it runs (`forge up` starts it; its --ui-port)."""
     import httpx
 
-    url = f"http://127.0.0.1:{settings.ui_port}"
+    from forge_pipeline.cli.up import running_up
+
+    url = running_up(settings).get("dagster-webserver") or f"http://127.0.0.1:{settings.ui_port}"
     query = ('{ scheduleOrError(scheduleSelector: {repositoryLocationName: "forge_pipeline", repositoryName: '
              '"__repository__", scheduleName: "nightly_forge"}) { ... on Schedule { scheduleState { status } } } }')
     out = {"cron": settings.nightly_cron, "timezone": settings.schedule_timezone}
@@ -168,7 +178,7 @@ def cmd_status(args) -> int:
 def cmd_rollback(args) -> int:
     from serving.client import ServingAdminClient
 
-    client = ServingAdminClient.from_env(log=lambda m: print(m))
+    client = ServingAdminClient.from_env(log=lambda m: print(m), **_up_serving(_config(args)))
     before = client.status(attempts=1)
     after = client.rollback()
     model = after.get("model", after)

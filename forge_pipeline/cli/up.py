@@ -178,6 +178,28 @@ def instance_home(settings) -> Path:
     return home
 
 
+def running_up(settings) -> dict[str, str]:
+    """{child name: url} of the `forge up` running on this FORGE_HOME (its logs/up.json, while its process
+    lives), else {}: `forge status` and `forge rollback` then reach the ports it was started with."""
+    import json
+
+    import psutil
+
+    try:
+        state = json.loads((settings.home_dir / "logs" / "up.json").read_text())
+        if not psutil.pid_exists(int(state["pid"])):
+            return {}
+        return {name: c["url"] for name, c in state["children"].items() if c.get("url")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def serving_base_url(settings) -> str | None:
+    """Serving's address as `forge up` started it (without /v1), or None when no forge up runs here."""
+    url = running_up(settings).get("serving")
+    return url.removesuffix("/v1") if url else None
+
+
 def cmd_up(args) -> int:
     from forge_pipeline.cli.models_on_disk import choose_model, load_adapter_when_up, serve_args
     from forge_pipeline.config import REPO_ROOT
