@@ -143,6 +143,42 @@ def test_deploy_is_level_triggered(models):
 
 
 @pytest.mark.slow
+def test_a_rollback_by_hand_is_not_undone_until_a_newer_model_passes(models):
+    """Found by hand: `forge rollback` under `forge up` was undone within 30 s (the sensor saw live != newest
+    passed and deployed it again). Serving's record says which model the person rolled back from; the sensor
+    leaves it (and says why, as `forge status` does), across a serving restart, until a newer model passes."""
+    from forge_pipeline.cli.status import serving_line
+
+    paths, serving = models
+    serving.start(paths["v0"][0])
+    with DagsterInstance.ephemeral() as instance:
+        fake_gate_run(instance, paths["v1"][1], paths["v1"][0])
+        [req], _ = tick(instance, serving.url)
+        assert deploy(instance, req, serving.url).success and serving.live() == paths["v1"][1]
+
+        r = httpx.post(serving.url + "/admin/rollback", timeout=300)  # serving's real rollback
+        assert r.status_code == 200, r.text
+        assert serving.live() == paths["v0"][1]
+        for _ in range(2):
+            reqs, why = tick(instance, serving.url)
+            assert reqs == [] and "rolled back" in why and "v1" in why, why
+        status = httpx.get(serving.url + "/admin/model-status", timeout=30).json()
+        assert status["rolled_back_from"]["sha256"] == paths["v1"][1]
+        assert "rolled back from v1" in serving_line({"up": True, "url": serving.url, **status})
+
+        serving.stop()  # the record survives a restart
+        serving.start(paths["v0"][0])
+        reqs, why = tick(instance, serving.url)
+        assert reqs == [] and "rolled back" in why and serving.live() == paths["v0"][1]
+
+        fake_gate_run(instance, paths["v2"][1], paths["v2"][0])  # a newer model passes: deployed
+        [newer], _ = tick(instance, serving.url)
+        assert deploy(instance, newer, serving.url).success and serving.live() == paths["v2"][1]
+        assert "rolled_back_from" not in httpx.get(serving.url + "/admin/model-status", timeout=30).json()
+        assert tick(instance, serving.url)[0] == []
+
+
+@pytest.mark.slow
 def test_deploy_requests_are_single_and_survive_a_killed_tick(models):
     """Never two deploys at once; the same state gives the same run key (a daemon killed inside a tick
     re-requests the key it had, which Dagster drops if the run exists); two materializations of one model in

@@ -2,9 +2,13 @@
 llama.cpp's format written with the gguf library (forge_pipeline_tests.helpers.make_lora_gguf), uvicorn and
 llama-cpp-python. Answers are checked against llama-cpp-python's own `Llama(lora_path=...)` in this process."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -266,3 +270,18 @@ def test_a_known_adapter_is_not_validated_again(server, home):
     assert r.status_code == 200, r.text
     assert r.json()["timings"]["validation"] == "checked"
     assert len(_children(server.proc.pid)) == 1  # a fresh validation process checked the new file
+
+
+def test_rolling_back_the_first_adapter_says_it_is_the_bare_base(server, home):
+    """Found by hand: `forge rollback` from the first deployed adapter goes to the bare base (serving's real
+    rollback); the person is told that, not just a file name."""
+    first = server.post("/admin/reload-model", json={"model_path": adapter(home, "a")}).json()["model"]
+    env = {**os.environ, "FORGE_HOME": str(home), "FORGE_SERVING_URL": server.url}
+    env.pop("FORGE_ADMIN_TOKEN", None)
+    forge = str(Path(sys.executable).with_name("forge"))
+    r = subprocess.run([forge, "rollback"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    status = server.get("/admin/model-status").json()
+    assert status["kind"] == "full" and status["sha256"] == first["base_sha256"]  # really on the bare base
+    said = r.stdout.lower()
+    assert "base model" in said and "no adapter" in said and "v-a" in said, r.stdout

@@ -4,7 +4,11 @@ every event, start-ups included).
 
 Paths inside FORGE_HOME are stored relative to it, so moving the data home keeps the record right. A file
 that cannot be read is never ignored silently: it is moved aside (deployments.json.unreadable-<time>),
-named in a warning that /admin/model-status shows, and a fresh history starts."""
+named in a warning that /admin/model-status shows, and a fresh history starts.
+
+`rolled_back_from` (the one owner of this fact) names the model a person rolled back from, so the nightly's
+deploy sensor does not put it back: set by a rollback, kept across start-ups, cleared by any other reload
+(a newer model deployed, or one deployed by hand)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +19,7 @@ from typing import Optional
 from serving.files import atomic_write_json
 
 MAX_HISTORY = 50
+_UNREAD: dict = {}  # sentinel: the file has not been read yet
 _PATH_KEYS = ("path", "base_path")
 
 
@@ -23,6 +28,7 @@ class DeploymentHistory:
         self.path = Path(path)
         self.home = Path(home) if home else self.path.parent.parent
         self.warnings: list[str] = []
+        self._rolled_back_from: Optional[dict] = _UNREAD
 
     def _rel(self, entry: Optional[dict]) -> Optional[dict]:
         if not entry:
@@ -46,6 +52,7 @@ class DeploymentHistory:
         return out
 
     def _empty(self) -> dict:
+        self._rolled_back_from = None
         return {"current": None, "previous": None, "history": []}
 
     def read(self) -> dict:
@@ -67,13 +74,27 @@ class DeploymentHistory:
             if message not in self.warnings:
                 self.warnings.append(message)
             return self._empty()
+        self._rolled_back_from = data.get("rolled_back_from") or None
         return {**data, "current": self._abs(data.get("current")), "previous": self._abs(data.get("previous"))}
+
+    def rolled_back_from(self) -> Optional[dict]:
+        """{sha256, version, model_id, at} of the model a person rolled back from, while that still holds
+        (kept in memory from the last read or write: /admin/model-status asks on every call)."""
+        if self._rolled_back_from is _UNREAD:
+            self.read()
+        return self._rolled_back_from
 
     def record(self, current: dict, previous: Optional[dict], event: str) -> None:
         data = self.read()
-        entry = {**self._rel(current), "event": event, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry = {**self._rel(current), "event": event, "at": now}
         data.update(current=self._rel(current), previous=self._rel(previous),
                     history=(data.get("history", []) + [entry])[-MAX_HISTORY:])
+        if event == "rollback" and previous:  # after a rollback, `previous` is the model it left
+            data["rolled_back_from"] = {k: previous.get(k) for k in ("sha256", "version", "model_id")} | {"at": now}
+        elif event != "startup":
+            data.pop("rolled_back_from", None)
+        self._rolled_back_from = data.get("rolled_back_from")
         try:
             atomic_write_json(self.path, data)
         except OSError as e:  # the swap already happened: say so instead of failing the reload

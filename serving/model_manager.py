@@ -410,6 +410,9 @@ class ModelManager:
         out = {**info, "state": self.state, "previous": self.previous, "previous_resident": prev is not None,
                "active_requests": active, "queued_requests": live.base.worker.queued() if live else 0,
                "warnings": list(self.history.warnings)}
+        rolled_back_from = self.history.rolled_back_from()
+        if rolled_back_from:
+            out["rolled_back_from"] = rolled_back_from
         if live and live.adapter:
             out["base"] = self._bare(live.base).info()
         return out

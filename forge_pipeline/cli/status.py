@@ -134,6 +134,23 @@ def _fmt(x, digits=3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def serving_line(serving: dict) -> str:
+    """The status line for serving: up (what it runs, since when) or down (what it last ran)."""
+    if serving["up"]:
+        live = f"{serving.get('version') or Path(str(serving.get('path', '?'))).name} ({serving.get('kind', 'full')}), " \
+               f"loaded {_age(serving.get('loaded_at'))}"
+        line = f"  serving        up at {serving['url']}: {live if serving.get('path') else 'no model loaded'}"
+        back = serving.get("rolled_back_from")
+        if back:  # serving's record; the deploy sensor leaves that model out (orchestration/deploy_target.py)
+            line += (f"\n                 rolled back from {back.get('version') or back.get('sha256', '?')[:12]} "
+                     f"{_age(back.get('at'))}: the nightly will not put it back; a newer model that passes its "
+                     "gate will be deployed")
+        return line
+    last = serving.get("last_deployed")
+    return f"  serving        down ({serving['url']})" + (
+        f"; it last ran {last.get('version') or Path(last['path']).name}" if last else "")
+
+
 def render(s: dict) -> str:
     ex, serving, nightly, ev, ad = s["examples"], s["serving"], s["nightly"], s["last_evaluation"], s["adapter"]
     lines = [f"forge status (FORGE_HOME {s['forge_home']})", f"  vault          {s['vault']}"]
@@ -142,14 +159,7 @@ def render(s: dict) -> str:
     else:
         lines.append(f"  examples       {ex['extracted']} extracted; {ex['curated_train'] or 0} curated for training + "
                      f"{ex['curated_eval'] or 0} held out for evaluation; {ex['awaiting_review']} await review")
-    if serving["up"]:
-        live = f"{serving.get('version') or Path(str(serving.get('path', '?'))).name} ({serving.get('kind', 'full')}), " \
-               f"loaded {_age(serving.get('loaded_at'))}"
-        lines.append(f"  serving        up at {serving['url']}: {live if serving.get('path') else 'no model loaded'}")
-    else:
-        last = serving.get("last_deployed")
-        lines.append(f"  serving        down ({serving['url']})" +
-                     (f"; it last ran {last.get('version') or Path(last['path']).name}" if last else ""))
+    lines.append(serving_line(serving))
     if ad:
         gain = (100 * (ad["base_eval_loss"] - ad["eval_loss"]) / ad["base_eval_loss"]
                 if ad["eval_loss"] is not None and ad["base_eval_loss"] else None)
@@ -181,10 +191,23 @@ def cmd_rollback(args) -> int:
     client = ServingAdminClient.from_env(log=lambda m: print(m), **_up_serving(_config(args)))
     before = client.status(attempts=1)
     after = client.rollback()
-    model = after.get("model", after)
-    print(f"rolled back: serving now runs {model.get('version') or model.get('path')} "
-          f"(was {before.get('version') or before.get('path')})")
+    print(rollback_message(before, after.get("model", after)))
     return 0
+
+
+def rollback_message(before: dict, after: dict) -> str:
+    """What `forge rollback` tells the person: the model now served (saying so when it is the bare base, which is
+    where a rollback from the first deployed adapter lands), the one left, and that the nightly leaves it so."""
+    was = before.get("version") or before.get("path")
+    if after.get("kind", "full") == "full" and before.get("kind") == "adapter" \
+            and after.get("sha256") == before.get("base_sha256"):
+        now = (f"the base model {Path(str(after.get('path'))).name} with no adapter: none of your fine-tuning "
+               f"(nothing fine-tuned ran before {was})")
+    else:
+        now = f"{after.get('version') or after.get('path')} ({after.get('kind', 'full')})"
+    return (f"rolled back: serving now runs {now}; it ran {was}.\n"
+            f"The nightly will not deploy {was} again; the next model that passes its gate will be deployed "
+            "(or `forge reload PATH` one by hand).")
 
 
 def add_commands(sub) -> None:
