@@ -285,3 +285,43 @@ def test_rolling_back_the_first_adapter_says_it_is_the_bare_base(server, home):
     assert status["kind"] == "full" and status["sha256"] == first["base_sha256"]  # really on the bare base
     said = r.stdout.lower()
     assert "base model" in said and "no adapter" in said and "v-a" in said, r.stdout
+
+
+def test_forge_serve_says_it_serves_the_adapter_on_its_base(home, files, tmp_path):
+    """Found by hand: `forge serve` with an adapter export logged `serving <base GGUF>` while it served base +
+    adapter. Its log names what is served: the adapter's version on the base."""
+    from forge_pipeline.export.manifest import BaseGGUFRef, ExportManifest, SourceAdapter
+    from forge_pipeline.files import sha256_file
+    from forge_pipeline_tests.helpers import free_port
+
+    base = home / "base_models" / "tiny" / "base.gguf"
+    ExportManifest(version="v-a", kind="adapter", file="adapter-a.gguf", quantization="f32",
+                   sha256=sha256_file(adapter(home, "a")), size_mb=0.1,
+                   base=BaseGGUFRef(path="base_models/tiny/base.gguf", sha256=sha256_file(base), quantization="f32",
+                                    base_fingerprint="f" * 16, size_mb=1.0),
+                   source_adapter=SourceAdapter(path="training/final", fingerprint="f" * 16),
+                   validation={"loads": True, "has_chat_template": True, "answers": ["a fine answer"],
+                               "degenerate": [None], "perplexity_ratio": 1.0, "parity_ok": True},
+                   created="2026-11-25T03:00:00Z").write(home / "models" / "v-a")
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "FORGE_HOME": str(home), "FORGE_SERVING_URL": url, "FORGE_N_CTX": "512"}
+    env.pop("FORGE_ADMIN_TOKEN", None)
+    log = (tmp_path / "serve.log").open("w+")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("forge")), "serve"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, status = time.time() + 120, {}
+        while time.time() < deadline and status.get("kind") != "adapter":
+            try:
+                status = httpx.get(url + "/admin/model-status", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert status.get("version") == "v-a", status
+        assert status["previous"]["sha256"] == sha256_file(base)  # its rollback target: the bare base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    said = Path(log.name).read_text()
+    served = [line for line in said.splitlines() if line.startswith("serving ")]
+    assert served and all("adapter v-a" in line and "base.gguf" in line for line in served), said

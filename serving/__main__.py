@@ -1,4 +1,4 @@
-"""python -m serving [--host H] [--port P] [--model PATH]   (also: forge serve)
+"""python -m serving [--host H] [--port P] [--model PATH [--base BASE]]   (also: forge serve)
 
 Binds to FORGE_SERVING_URL's host and port (default http://127.0.0.1:7373) unless --host/--port say otherwise."""
 from __future__ import annotations
@@ -15,9 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host")
     ap.add_argument("--port", type=int)
     ap.add_argument("--model", help="GGUF served when no deployment is recorded under FORGE_HOME")
+    ap.add_argument("--base", help="the base GGUF --model goes on, when --model is a LoRA adapter GGUF")
     args = ap.parse_args(argv)
     try:
-        settings = ServingSettings(**({"model_path": args.model} if args.model else {}))
+        given = {"model_path": args.model, "base_path": args.base}
+        settings = ServingSettings(**{k: v for k, v in given.items() if v})
         settings = settings.with_bind(args.host, args.port)
         host, port = settings.bind_host, settings.bind_port
     except ValueError as e:

@@ -52,7 +52,7 @@ def create_app(settings: Optional[ServingSettings] = None, loader=None, probe=No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await run_in_threadpool(manager.startup, settings.model_path)
+        await run_in_threadpool(manager.startup, settings.model_path, settings.base_path)
         yield
         await run_in_threadpool(manager.shutdown)
 

@@ -107,6 +107,12 @@ class Deployment:
         top = self.adapter or self.base
         return f"{top.version}:{top.sha256[:12]}"
 
+    def describe(self) -> str:
+        """For the log: what answers, e.g. `adapter v3 (…/adapter.gguf) on base gemma.gguf`."""
+        if self.adapter:
+            return f"adapter {self.adapter.version} ({self.adapter.path}) on base {self.base.path.name}"
+        return f"{self.base.path} (full model {self.base.version})"
+
     def info(self) -> dict:
         top = self.adapter or self.base
         out = {"kind": "adapter" if self.adapter else "full", "path": str(top.path), "version": top.version,
@@ -380,24 +386,32 @@ class ModelManager:
         p = self.previous
         return self.reload(p["path"], backup=True, base_path=p.get("base_path"), event="rollback", trusted=True)
 
-    def startup(self, configured: Optional[Path]) -> None:
+    def startup(self, configured: Optional[Path], configured_base: Optional[Path] = None) -> None:
         """Come back on the last deployed model (keeping its rollback target); else its predecessor; else the
-        configured path; else none."""
+        configured path (an adapter goes on ``configured_base``); else none."""
         record = self.history.read()
         for w in self.history.warnings:
             self._log(f"WARNING: {w}")
         cur, prev = record.get("current"), record.get("previous")
-        candidates = [(cur, prev), (prev, None), ({"path": str(configured)} if configured else None, None)]
-        for cand, keep in candidates:
-            if not cand or not cand.get("path"):
-                continue
-            try:
-                self.reload(cand["path"], base_path=cand.get("base_path"), event="startup", trusted=True,
-                            previous=keep, keep_previous=True)
-                self._log(f"serving {cand['path']}")
+        # Each candidate is a list of loads. A configured adapter goes on after its bare base, as when one is
+        # deployed onto a running base: the bare base is then its rollback target (`forge rollback` says so).
+        configured_loads = [(configured_base, None)] * bool(configured_base) + [(configured, None)]
+        candidates = [([(cur.get("path"), cur.get("base_path"))] if cur else [], prev),
+                      ([(prev.get("path"), prev.get("base_path"))] if prev else [], None),
+                      (configured_loads if configured else [], None)]
+        for loads, keep in candidates:
+            for i, (path, base_path) in enumerate(loads):
+                if not path:
+                    break
+                try:  # the first load keeps the record's rollback target; the next backs up the one before
+                    self.reload(str(path), base_path=base_path, event="startup", trusted=True, previous=keep,
+                                keep_previous=i == 0)
+                except (ValueError, RuntimeError, OSError) as e:
+                    self._log(f"could not load {path}: {e}")
+                    break
+            if self.live is not None:
+                self._log(f"serving {self.live.describe()}")
                 return
-            except (ValueError, RuntimeError, OSError) as e:
-                self._log(f"could not load {cand['path']}: {e}")
         self.state = "no_model"
         self._log("no model loaded: /health reports no_model until POST /admin/reload-model")
 

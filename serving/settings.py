@@ -42,6 +42,8 @@ class ServingSettings(BaseSettings):
                              "its host and port (unless `forge serve --host/--port`); clients send requests "
                              "there. Anything but loopback needs an admin token.")
     model_path: Optional[Path] = Field(None, description="FORGE_MODEL_PATH: GGUF served when no deployment is recorded.")
+    base_path: Optional[Path] = Field(None, description="FORGE_BASE_PATH: the base GGUF that model_path goes on when "
+                                      "model_path is a LoRA adapter GGUF.")
     n_ctx: int = Field(2048, ge=128, description="Context size in tokens.")
     n_threads: Optional[int] = Field(None, ge=1, description="CPU threads for generation (default: half the "
                                      "cores, llama-cpp-python's choice).")

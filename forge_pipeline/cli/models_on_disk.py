@@ -56,34 +56,11 @@ def newest_validated(settings) -> Optional[tuple[Path, Optional[Path], str]]:
 
 
 def serve_args(choice: Choice) -> list[str]:
-    """`python -m serving` arguments for a choice: an adapter starts on its base (then load_adapter_when_up)."""
-    first = choice.base or choice.model
-    return ["--model", str(first)] if first else []
-
-
-def load_adapter_when_up(choice: Choice, timeout_s: float = 300) -> None:
-    """For an adapter choice, wait until serving answers, then reload it onto its base (in a daemon thread)."""
-    if not (choice.base and choice.model):
-        return
-    import threading
-
-    def run():
-        import time
-
-        from serving.client import ServingAdminClient
-
-        client = ServingAdminClient.from_env()
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            try:
-                if client.health().get("status") == "ready":
-                    client.reload(choice.model, base_path=choice.base)
-                    return
-            except Exception:  # not up yet
-                pass
-            time.sleep(1)
-
-    threading.Thread(target=run, daemon=True, name="load-adapter").start()
+    """`python -m serving` arguments for a choice: an adapter is loaded on its base at start-up, so serving's
+    log names what it serves (it used to start on the bare base and get the adapter by a reload later)."""
+    if not choice.model:
+        return []
+    return ["--model", str(choice.model)] + (["--base", str(choice.base)] if choice.base else [])
 
 
 def choose_model(settings) -> Choice:

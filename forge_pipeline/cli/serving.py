@@ -16,7 +16,7 @@ def cmd_reload(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from forge_pipeline.cli.models_on_disk import choose_model, load_adapter_when_up, serve_args
+    from forge_pipeline.cli.models_on_disk import choose_model, serve_args
     from serving.__main__ import main as serve_main
 
     argv = [a for pair in (("--host", args.host), ("--port", args.port)) if pair[1] is not None
@@ -25,7 +25,6 @@ def cmd_serve(args) -> int:
         return serve_main(argv + ["--model", args.model])
     choice = choose_model(_config(args))
     print(f"forge serve: {choice.why}", file=sys.stderr, flush=True)
-    load_adapter_when_up(choice)
     return serve_main(argv + serve_args(choice))
 
 

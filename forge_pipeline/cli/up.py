@@ -201,7 +201,7 @@ def serving_base_url(settings) -> str | None:
 
 
 def cmd_up(args) -> int:
-    from forge_pipeline.cli.models_on_disk import choose_model, load_adapter_when_up, serve_args
+    from forge_pipeline.cli.models_on_disk import choose_model, serve_args
     from forge_pipeline.config import REPO_ROOT
     from serving.settings import ServingSettings, split_url
 
@@ -243,9 +243,6 @@ def cmd_up(args) -> int:
             for c in children:
                 if c.name in pending and c.ready():
                     pending.discard(c.name)
-                    if c.name == "serving" and not args.model:
-                        os.environ["FORGE_SERVING_URL"] = serving_url  # the adapter goes where serving listens
-                        load_adapter_when_up(choice)
                     print(f"forge up: {c.name:<18} {c.url}", flush=True)
             if automation is None and "dagster-webserver" not in pending:
                 automation = turn_on_automation(ui_url) if automation_on else []
