@@ -321,6 +321,12 @@ def test_model_assets_materialize_evaluate_then_skip_when_unchanged(config, tmp_
         assert "ETA" in progress[0] and "done in" in progress[-1]
         assert any(re.match(r"base model eval loss \d+\.\d{3} \(before training\)$", m) for m in run_log)
         assert not any(m.startswith("metrics {") for m in run_log)
+        # found by hand: a one-line JSON dump of the whole config, and an unrounded closing loss line
+        [config_line] = [m for m in run_log if m.startswith("training config: ")]
+        assert "{" not in config_line and "\n" not in config_line, config_line
+        assert all(part in config_line for part in ("base model tiny", "3 steps", "batch 4 x 1", "lr 0.005", "LoRA r16"))
+        [written] = [m for m in run_log if m.startswith("adapter written to")]
+        assert not re.search(r"\d\.\d{4,}", written), written
         stages = [e.message for e in instance.all_logs(first.run_id) if (e.message or "").startswith("export: ")]
         assert stages == [f"export: {s}" for s in export_stages(False)]
         eval_md = first.asset_materializations_for_node("model_evaluation")[0].metadata

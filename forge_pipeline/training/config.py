@@ -14,6 +14,7 @@ import difflib
 import enum
 import json
 import typing
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -83,6 +84,16 @@ class TrainingConfig(BaseModel):
         if v == 0:
             raise ValueError("0 steps would train nothing")
         return v
+
+    def summary(self) -> str:
+        """One line a person reads at the start of a run; the full config goes to the adapter's manifest."""
+        base = "the default base model"
+        if self.base_model:  # a local folder or GGUF by its name; a hub id whole
+            base = "base model " + (Path(self.base_model).name if Path(self.base_model).exists() else self.base_model)
+        length = f"{self.max_steps} steps" if self.max_steps > 0 else f"{self.num_epochs:g} epochs"
+        return (f"{base}, backend {self.backend}, {length}, batch {self.batch_size} x "
+                f"{self.gradient_accumulation_steps}, lr {self.learning_rate:g}, LoRA r{self.lora_rank} "
+                f"(alpha {self.lora_alpha})")
 
     def fingerprint_fields(self) -> dict:
         """The settings that change the trained weights (logging cadence does not). Integral floats are

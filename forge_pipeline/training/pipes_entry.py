@@ -36,7 +36,7 @@ def main() -> None:
         from forge_pipeline.training.trainer import run_training
 
         cfg = config_from_extras(extras)
-        pipes.log.info(f"training config: {cfg.model_dump_json()}")
+        pipes.log.info(f"training config: {cfg.summary()} (all settings: the adapter's manifest.json)")
         report = run_training(Path(extras["data_path"]), Path(extras["output_dir"]), cfg,
                               eval_path=Path(extras["eval_path"]) if extras.get("eval_path") else None,
                               home=Path(extras["home"]), log=pipes.log.info)

@@ -88,7 +88,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
 
     write_after_training(result.trainer.model, loaded.tokenizer, final_dir, data.eval_path, cfg.max_seq_length, log)
     clear_checkpoints(output_dir)
-    log(f"adapter written to {final_dir} (train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']})")
+    log(f"adapter written to {final_dir}")  # its losses: the last progress lines, and forge train's summary
     return TrainingReport(str(final_dir), manifest.status, backend, fingerprint, metrics,
                           str(AdapterManifest.path_in(final_dir)))
 
