@@ -29,7 +29,14 @@ from forge_pipeline.evaluation.report import (
     ProbeResult,
     RoundTrip,
 )
-from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel, file_identity, gguf_quantization
+from forge_pipeline.evaluation.served import (
+    LoadedModel,
+    OneModelAtATime,
+    Sampling,
+    ServedModel,
+    file_identity,
+    gguf_quantization,
+)
 from forge_pipeline.files import atomic_write_json, read_jsonl, sha256_file, sha256_text
 
 EXAMPLES = "examples.json"  # per evaluation folder: example id -> source note, for "what changed since live"
@@ -108,28 +115,6 @@ def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse) -> tuple[np.
             ref.close()
             gc.collect()
     return np.concatenate(kls), np.concatenate(agree), total, n
-
-
-class _Models:
-    """At most one llama.cpp model at a time; a model on the loaded base GGUF is an adapter switch."""
-
-    def __init__(self, n_ctx: int, n_threads: int | None):
-        self.n_ctx, self.n_threads, self.current = n_ctx, n_threads, None
-        self.loads = 0
-
-    def get(self, model: ServedModel, fallback_template: str | None = None) -> LoadedModel:
-        if self.current is not None and self.current.shares_base(model):
-            self.current.use(model)
-            return self.current
-        self.close()
-        self.current = LoadedModel(model, self.n_ctx, self.n_threads, fallback_template=fallback_template)
-        self.loads += 1
-        return self.current
-
-    def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
-            self.current = None
 
 
 def _other_vocabulary(model: LoadedModel, candidate_vocab: tuple[int, str] | None) -> str | None:
@@ -246,7 +231,7 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
     timings["prepare_s"] = time.perf_counter() - t_start
 
     results: dict[str, ModelResult] = {}
-    models = _Models(n_ctx, n_threads)
+    models = OneModelAtATime(n_ctx, n_threads)
     try:
         t = time.perf_counter()
         cand = models.get(candidate)

@@ -259,6 +259,28 @@ class _AdapterSlot:
         self.llm, self._applied = llm, None
 
 
+class OneModelAtATime:
+    """At most one llama.cpp model at a time; a model on the loaded base GGUF is an adapter switch."""
+
+    def __init__(self, n_ctx: int, n_threads: int | None):
+        self.n_ctx, self.n_threads, self.current = n_ctx, n_threads, None
+        self.loads = 0
+
+    def get(self, model: ServedModel, fallback_template: str | None = None) -> LoadedModel:
+        if self.current is not None and self.current.shares_base(model):
+            self.current.use(model)
+            return self.current
+        self.close()
+        self.current = LoadedModel(model, self.n_ctx, self.n_threads, fallback_template=fallback_template)
+        self.loads += 1
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+
 def gguf_quantization(path: Path) -> str:
     """The quantization a GGUF's weights are stored in (general.file_type), as forge names it."""
     from gguf import GGUFReader, LlamaFileType
