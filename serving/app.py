@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.deployments import DeploymentHistory
 from serving.errors import ServingError, error_response, from_exception
 from serving.guard import GuardMiddleware
+from serving.llama_log import quiet_native_logs
 from serving.model_manager import ModelManager
 from serving.probe import probe_gguf
 from serving.routes import router
@@ -36,6 +37,7 @@ def default_loader(settings: ServingSettings):
     def load(path: Path):
         from llama_cpp import Llama
 
+        quiet_native_logs()
         return Llama(str(path), n_ctx=settings.n_ctx, n_threads=threads,
                      n_threads_batch=settings.n_threads_batch or threads,
                      n_gpu_layers=settings.n_gpu_layers, verbose=False)

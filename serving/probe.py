@@ -75,6 +75,10 @@ def _apply_lora(llm, path: str) -> None:
 def _run(req: dict) -> dict:
     from llama_cpp import Llama
 
+    from serving.llama_log import quiet_native_logs
+
+    quiet_native_logs()
+
     seqs = [(list(ids), int(start)) for ids, start in req["seqs"]]
     n_ctx = max([req["n_ctx"], *(len(ids) + 8 for ids, _ in seqs)])
     llm = Llama(req["path"], n_ctx=n_ctx, logits_all=bool(seqs), verbose=False)
@@ -228,6 +232,9 @@ def _resident(base: str, n_ctx: int) -> int:
     """Serve adapter checks on one loaded base: one JSON request line in, one JSON answer line out."""
     from llama_cpp import Llama
 
+    from serving.llama_log import quiet_native_logs
+
+    quiet_native_logs()
     try:
         # One thread for single tokens AND for batches. llama-cpp-python's default n_threads_batch is every
         # core, and ggml's threads wait for each other at a barrier after every op: with the server

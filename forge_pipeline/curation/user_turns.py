@@ -206,6 +206,9 @@ class LlamaGenerator:
     def __init__(self, choice: ModelChoice):
         from llama_cpp import Llama, llama_supports_gpu_offload
 
+        from serving.llama_log import quiet_native_logs
+
+        quiet_native_logs()
         self.llm = Llama(str(choice.path), n_ctx=N_CTX, n_threads=max(1, os.cpu_count() or 1), seed=0,
                          verbose=False, n_gpu_layers=-1 if choice.gpu and llama_supports_gpu_offload() else 0)
 

@@ -42,6 +42,10 @@ def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16", timeout_
 def quantize_gguf(src: Path, dst: Path, quant: str) -> Path:
     import llama_cpp
 
+    from serving.llama_log import quiet_native_logs
+
+    quiet_native_logs()  # before any Llama(), llama-cpp-python's own callback prints every quantizer line
+
     if quant not in QUANTIZATIONS:
         raise ExportError(f"unknown quantization {quant!r}; choose one of {sorted(QUANTIZATIONS)}")
     params = llama_cpp.llama_model_quantize_default_params()

@@ -128,6 +128,9 @@ def open_llama(gguf_path: Path, lora: Path | None = None, **kwargs):
     import llama_cpp
     from llama_cpp import Llama
 
+    from serving.llama_log import quiet_native_logs
+
+    quiet_native_logs()
     # Every layer on the GPU when llama.cpp was built with one (an 8B q4_k_m evaluated on the CPU takes
     # minutes); a CPU build reports no offload and keeps 0.
     kwargs.setdefault("n_gpu_layers", -1 if llama_cpp.llama_supports_gpu_offload() else 0)
