@@ -18,7 +18,7 @@ EPILOG = """usual order:
 examples:
   forge up                          serving + Dagster daemon + web UI, schedule and deploy sensor on
   forge extract --vault ~/Notes     read a vault (never written to)
-  forge train --max-steps 48        train longer than the CPU default (24 steps)
+  forge train --max-steps 96        train longer than the CPU default (48 steps)
   forge status                      what is live, how good it is, what to do next
   forge rollback                    back to the previous model
 settings: FORGE_* environment variables (see README, "Settings"); --home works before or after the command."""
