@@ -45,7 +45,35 @@ class TrainerLauncher(ConfigurableResource):
                        for r in records if r.run_id == context.run.run_id and r.event_log_entry.dagster_event
                        and r.event_log_entry.dagster_event.engine_event_data
                        and r.event_log_entry.dagster_event.engine_event_data.error]
-            raise Failure(f"training failed: {reasons[0] if reasons else e}", allow_retries=False) from None
+            if not reasons:
+                reasons = [_killed_reason(str(e), extras.get("output_dir"))]
+            raise Failure(f"training failed: {reasons[0]}", allow_retries=False) from None
+
+
+def _killed_reason(error: str, output_dir: Optional[str]) -> str:
+    """Why the trainer stopped without reporting an error: killed by a signal (the OOM killer, `kill -9`) names
+    the signal and the checkpoint a re-execution resumes from, instead of Dagster's "failed with code -9"
+    (issue 11 item 16, test_orchestration_kill). Dagster 1.13's PipesSubprocessClient gives the exit code only in
+    its message; anything else is passed on as it is."""
+    import re
+    import signal
+    from pathlib import Path
+
+    from forge_pipeline.training.checkpoints import checkpoint_problem, checkpoints
+
+    code = re.search(r"failed with code (-\d+)", error)
+    if not code:
+        return error
+    try:
+        name = signal.Signals(-int(code.group(1))).name
+    except ValueError:
+        name = f"signal {-int(code.group(1))}"
+    # read-only (the trainer's own resume removes incomplete checkpoints; this only names the newest complete one)
+    done = next((c for c in reversed(checkpoints(Path(output_dir))) if checkpoint_problem(c) is None), None) \
+        if output_dir else None
+    after = (f"re-executing the run (same data and config) resumes from {done.name}, the last complete checkpoint"
+             if done else "no complete checkpoint was saved yet, so a re-execution starts over")
+    return f"the trainer process was killed by {name} (e.g. the out-of-memory killer or `kill -9`); {after}"
 
 
 class ServingClient(ConfigurableResource):
