@@ -2,7 +2,7 @@
 
 Everything measured on a served model goes through here: the logits of given token ids (loss, KLD), the
 embedded chat template rendered and tokenized the way llama-cpp-python's chat handler does (the template
-round trip), which tokens end generation, and probe answers through ``create_chat_completion``.
+round trip), which tokens end generation, and probe answers (llama-cpp-python's sampler, see answer()).
 """
 from __future__ import annotations
 
@@ -97,13 +97,9 @@ class LoadedModel:
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         self.eos_text = self.llm._model.token_get_text(eos) if eos != -1 else ""
         self.bos_text = self.llm._model.token_get_text(bos) if bos != -1 else ""
+        # A base GGUF without a template answers in the candidate's format (answer() renders used_template),
+        # so probes compare like for like.
         self.used_template = self.template or fallback_template
-        if not self.template and fallback_template:
-            # A base GGUF without a template answers in the candidate's format, so probes compare like for like.
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            self.llm.chat_handler = Jinja2ChatFormatter(fallback_template, self.eos_text, self.bos_text,
-                                                        stop_token_ids=[eos]).to_chat_handler()
         try:
             self.use(model)
         except Exception:
