@@ -135,6 +135,56 @@ def test_a_probe_stops_as_soon_as_it_is_given_up(lab):
     assert np.isfinite(full.completion_tokens)
 
 
+@pytest.mark.parametrize("lora", [None, "cand_lora"])
+def test_probes_answered_together_are_the_answers_given_one_at_a_time(lab, lora):
+    """answer_many (one batched decode per step, a context of its own) against answer() (llama-cpp-python's
+    own generate loop on the model's context), greedy so both must pick the same tokens; with an adapter the
+    batch must run it too (the bare base answers otherwise).
+
+    Two comparisons, because a batch's arithmetic is not bit-identical to a batch of one: with the repeat
+    penalty on, this random tiny model's near-tied logits made 2 of 4 greedy answers of a batch of 4 part from
+    answer()'s after ~13 tokens (seen while writing this test), while every answer of a batch of one matched.
+    So: a batch of one with serving's penalty (the same sampler chain), and a batch of four without it."""
+    prompts = PROBES + ["the long walk week", "the rest week"]  # a repeated prompt: its own stream, same answer
+    penalty, plain = Sampling(max_tokens=32, temperature=0.0), Sampling(max_tokens=32, temperature=0.0, repeat_penalty=1.0)
+    with LoadedModel(ServedModel(lab["base"], lab[lora] if lora else None), 512) as m:
+        expected = {s.repeat_penalty: [m.answer(p, s) for p in prompts] for s in (penalty, plain)}
+        alone = [m.answer_many([p], penalty)[0] for p in prompts]
+        together = m.answer_many(prompts, plain)
+        m.use(ServedModel(lab["base"]))
+        bare = m.answer_many(prompts, plain)
+
+    def key(answers):
+        return [(a.text, a.completion_tokens, a.finish_reason) for a in answers]
+
+    assert key(alone) == key(expected[penalty.repeat_penalty])
+    assert key(together) == key(expected[plain.repeat_penalty])
+    assert all(a.completion_tokens > 0 for a in together)
+    assert key(expected[penalty.repeat_penalty]) != key(expected[plain.repeat_penalty])  # the penalty did act
+    if lora:
+        assert [a.text for a in bare] != [a.text for a in together]
+
+
+def test_probes_answered_together_stop_each_on_its_own(lab):
+    """give_up ends one answer while the others go on to their own end; sampled answers are reproducible."""
+    sampling = Sampling(max_tokens=40, seed=3)
+    prompts = ["the rest week", "the quiet morning week", "the long walk week"]
+    with LoadedModel(ServedModel(lab["base"], lab["cand_lora"]), 512) as m:
+        a = m.answer_many(prompts, sampling)
+        b = m.answer_many(prompts, sampling)
+        calls: list[str] = []
+
+        def give_up(text: str) -> bool:  # the first check (answer 1 at 8 tokens) gives up, no later one
+            calls.append(text)
+            return len(calls) == 1
+
+        c = m.answer_many(prompts, sampling, give_up=give_up, check_every=8)
+    assert [x.text for x in a] == [x.text for x in b]
+    assert a[0].completion_tokens > 8, "the test needs a first answer longer than the give-up point"
+    assert c[0].finish_reason == "gave_up" and c[0].completion_tokens == 8 and a[0].text.startswith(c[0].text)
+    assert [x.completion_tokens for x in c[1:]] == [x.completion_tokens for x in a[1:]]
+
+
 def test_the_trainer_writes_the_reference_logits_the_evaluation_uses(lab, tmp_path):
     import shutil
 

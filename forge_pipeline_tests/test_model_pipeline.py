@@ -102,8 +102,9 @@ def test_forge_train_export_status_from_the_shell(curated, tiny_base):
     r = subprocess.run([forge, "--home", home, "train", "--base-model", str(tiny_base), "--max-steps", "2",
                         "--lr", "0.005"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "\ntrained: " in r.stdout and "(backend transformers" in r.stdout
-    assert "2/2" in r.stderr  # the trainer's progress bar reached its last step
+    # training_summary's closing lines: what was made and where, then how (backend, steps), then the numbers
+    assert "\nadapter trained: " in r.stdout and "\n  backend transformers, 2 steps" in r.stdout, r.stdout
+    assert "\nstep 2/2, loss " in r.stdout  # the trainer's progress lines reached its last step
     r = subprocess.run([forge, "--home", home, "export", "--merged", "--quant", "f16"], capture_output=True,
                        text=True, timeout=600)
     assert "companion-f16.gguf" in r.stdout and "ollama create companion -f Modelfile" in r.stdout

@@ -54,14 +54,16 @@ def candidate_key(identity: str) -> str:
 
 def _probe(model: LoadedModel, prompts: list[str], sampling: Sampling, identity: str, cache_dir: Path | None,
            train_corpus: str) -> tuple[list[ProbeResult], bool]:
-    key = sha256_text(json.dumps([identity, prompts, sampling.as_dict(), model.used_template], sort_keys=True))
+    # "together": answers decoded in one batch (answer_many; seeds per prompt), not comparable token for token
+    # with answers cached one at a time
+    key = sha256_text(json.dumps([identity, prompts, sampling.as_dict(), model.used_template, "together"],
+                                 sort_keys=True))
     cache = Path(cache_dir) / "probe_cache" / f"{key}.json" if cache_dir else None
     if cache is not None and cache.exists():
         return [ProbeResult.model_validate(p) for p in json.loads(cache.read_text())], True
     out = []
-    for prompt in prompts:
-        a = model.answer(prompt, sampling, give_up=metrics.loop_reason)  # a loop is flagged, not finished
-        out.append(ProbeResult(prompt=prompt, text=a.text, finish_reason=a.finish_reason,
+    for a in model.answer_many(prompts, sampling, give_up=metrics.loop_reason):  # a loop is flagged, not finished
+        out.append(ProbeResult(prompt=a.prompt, text=a.text, finish_reason=a.finish_reason,
                                completion_tokens=a.completion_tokens, loop=metrics.loop_reason(a.text),
                                invented_turn=metrics.invented_turn(a.text), empty=not a.text.strip(),
                                cut=a.finish_reason == "length",

@@ -183,6 +183,18 @@ class LoadedModel:
         rendered = Jinja2ChatFormatter(self.template, self.eos_text, self.bos_text)(messages=messages).prompt
         return self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
 
+    def _render(self, prompt: str, stop: list[str] | None) -> tuple[list[int], list[str]]:
+        """The prompt ids serving feeds for one user turn (used_template, special tokens parsed) and the stop
+        strings the template implies plus ``stop``."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        rendered = Jinja2ChatFormatter(self.used_template, self.eos_text, self.bos_text,
+                                       stop_token_ids=[self.llm.token_eos()])(messages=[{"role": "user", "content": prompt}])
+        ids = self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+        stops = [s for s in ([rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or []))
+                 + list(stop or []) if s]
+        return ids, stops
+
     def answer(self, prompt: str, sampling: Sampling, stop: list[str] | None = None,
                give_up: Callable[[str], object] | None = None, check_every: int = 16) -> ProbeAnswer:
         """Serving's answer to ``prompt`` (its template, sampler settings and end-of-generation tokens); with
@@ -204,41 +216,100 @@ class LoadedModel:
             choice = out["choices"][0]
             return ProbeAnswer(prompt, choice["message"].get("content") or "", choice.get("finish_reason"),
                                int(out["usage"]["completion_tokens"]))
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        rendered = Jinja2ChatFormatter(self.used_template, self.eos_text, self.bos_text,
-                                       stop_token_ids=[self.llm.token_eos()])(messages=[{"role": "user", "content": prompt}])
-        ids = self.llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
-        stops = [s for s in ([rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or []))
-                 + list(stop or []) if s]
-        decode = lambda toks: self.llm.detokenize(toks, prev_tokens=ids).decode("utf-8", errors="ignore")  # noqa: E731
+        ids, stops = self._render(prompt, stop)
+        turn = _Turn(self, prompt, ids, stops, sampling.max_tokens, give_up, check_every)
         self.llm.reset()
         self.llm.set_seed(sampling.seed)
-        tokens: list[int] = []
-        finish, text = "length", None
         # create_chat_completion's defaults for what Sampling does not set (top_k 40, min_p 0.05, typical_p 1)
         for tok in self.llm.generate(ids, top_k=40, top_p=sampling.top_p, min_p=0.05, typical_p=1.0,
                                      temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty):
-            if self.is_eog(tok):
-                finish = "stop"
+            if turn.push(tok):
                 break
-            tokens.append(tok)
-            # a stop string is looked for in the last few tokens' text (it may straddle tokens), and the
-            # whole text is decoded only when one shows up or give_up is due
-            if stops and any(s in decode(tokens[-8:]) for s in stops):
-                text = decode(tokens)
-                cut = min((text.find(s) for s in stops if s in text), default=-1)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-                    break
-            if give_up is not None and len(tokens) % check_every == 0 and give_up(decode(tokens)):
-                finish = "gave_up"
-                break
-            if len(tokens) >= sampling.max_tokens:
-                break
-        if text is None or finish != "stop":
-            text = decode(tokens)
-        return ProbeAnswer(prompt, text, finish, len(tokens))
+        return turn.result()
+
+    def answer_many(self, prompts: list[str], sampling: Sampling, stop: list[str] | None = None,
+                    give_up: Callable[[str], object] | None = None, check_every: int = 16) -> list[ProbeAnswer]:
+        """answer() for several prompts at once: one llama.cpp decode per step carries the next token of every
+        unfinished answer (a context of its own with one KV stream per prompt, the adapter in use set on it).
+        Same template, sampler chain (create_completion's, see _sampler_chain), stop rules and give_up as
+        answer(); prompt i samples with seed sampling.seed + i, so its tokens differ from answer()'s.
+
+        Why: decoding one token costs about as much as decoding eight at once on these models, because every
+        step reads all the weights (the embedded Gemma's 262k-row output matrix is most of them). Measured in
+        bench/results/evaluation_speed.json (probes: one at a time vs together)."""
+        if not self.used_template:
+            return [self.answer(p, sampling, stop, give_up, check_every) for p in prompts]
+        turns = []
+        for prompt in prompts:
+            ids, stops = self._render(prompt, stop)
+            turns.append(_Turn(self, prompt, ids, stops, sampling.max_tokens, give_up, check_every))
+        from forge_pipeline.evaluation.batch_decode import decode_together
+
+        decode_together(self.llm, self._slot._applied, [t.ids for t in turns],
+                        [_sampler_chain(self.llm, sampling, sampling.seed + i) for i in range(len(turns))],
+                        sampling.max_tokens, lambda i, tok: turns[i].push(tok))
+        return [t.result() for t in turns]
+
+
+def _sampler_chain(llm, sampling: Sampling, seed: int):
+    """The sampler chain Llama.generate builds for create_completion's defaults (llama-cpp-python 0.3.36,
+    Llama._init_sampler): repetition penalty over the last 64 tokens, then top-k 40, typical 1, top-p,
+    min-p 0.05, temperature and a seeded draw (greedy at temperature 0)."""
+    from llama_cpp import _internals
+
+    chain = _internals.LlamaSampler()
+    chain.add_penalties(n_vocab=llm.n_vocab(), penalty_last_n=llm.last_n_tokens_size,
+                        penalty_repeat=sampling.repeat_penalty, penalty_freq=0.0, penalty_present=0.0)
+    if sampling.temperature == 0.0:
+        chain.add_greedy()
+    else:
+        chain.add_top_k(40)
+        chain.add_typical(1.0, 1)
+        chain.add_top_p(sampling.top_p, 1)
+        chain.add_min_p(0.05, 1)
+        chain.add_temp(sampling.temperature)
+        chain.add_dist(seed)
+    return chain
+
+
+class _Turn:
+    """One answer being generated: the stop rules shared by answer() and answer_many() (an end-of-generation
+    token, a stop string, give_up, the token limit)."""
+
+    def __init__(self, model: LoadedModel, prompt: str, ids: list[int], stops: list[str], max_tokens: int,
+                 give_up: Callable[[str], object] | None, check_every: int):
+        self.model, self.prompt, self.ids, self.stops = model, prompt, ids, stops
+        self.max_tokens, self.give_up, self.check_every = max_tokens, give_up, check_every
+        self.tokens: list[int] = []
+        self.finish, self.text = "length", None
+
+    def _decode(self, toks: list[int]) -> str:
+        return self.model.llm.detokenize(toks, prev_tokens=self.ids).decode("utf-8", errors="ignore")
+
+    def push(self, tok: int) -> bool:
+        """Take the next sampled token; True when the answer is finished."""
+        if self.model.is_eog(tok):
+            self.finish = "stop"
+            return True
+        self.tokens.append(tok)
+        # a stop string is looked for in the last few tokens' text (it may straddle tokens), and the whole
+        # text is decoded only when one shows up or give_up is due
+        if self.stops and any(s in self._decode(self.tokens[-8:]) for s in self.stops):
+            text = self._decode(self.tokens)
+            cut = min((text.find(s) for s in self.stops if s in text), default=-1)
+            if cut >= 0:
+                self.text, self.finish = text[:cut], "stop"
+                return True
+        if (self.give_up is not None and len(self.tokens) % self.check_every == 0
+                and self.give_up(self._decode(self.tokens))):
+            self.finish = "gave_up"
+            return True
+        return len(self.tokens) >= self.max_tokens
+
+    def result(self) -> ProbeAnswer:
+        if self.text is None or self.finish != "stop":
+            self.text = self._decode(self.tokens)
+        return ProbeAnswer(self.prompt, self.text, self.finish, len(self.tokens))
 
 
 @dataclass

@@ -149,6 +149,10 @@ def _assemble(scan: VaultScan, cache: dict, fingerprint: str, report: Extraction
                 report.notes_parsed += 1
                 entry = value
             entry = {**entry, "size": note.size, "mtime_ns": note.mtime_ns}
+            if entry["private"]:
+                # no content hash of a private note is kept: it would confirm an exact guess of the text. A
+                # touched private note is parsed again (its front matter decides) instead of matched by hash.
+                entry["sha256"] = None
         new_cache[key] = entry
         if entry["private"]:
             private_notes[entry["private"]] += 1  # not named: the name can be as private as the text
