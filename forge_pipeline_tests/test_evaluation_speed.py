@@ -124,6 +124,31 @@ def test_adapters_switch_on_one_loaded_base_and_score_as_a_fresh_load(lab):
     assert again.base.eval_loss == report.base.eval_loss
 
 
+def test_a_grown_eval_split_scores_only_its_new_conversations(lab, tmp_path, monkeypatch):
+    """The vault grew: tonight's eval split is last night's plus one conversation. The base's loss is scored
+    on that one only (each conversation cached by its token ids), and still equals a fresh computation."""
+    from forge_pipeline.evaluation import evaluate as ev
+    from forge_pipeline.evaluation.reference import ReferenceModel, training_sequences
+    from forge_pipeline.export.validate import gguf_perplexity
+    from forge_pipeline.files import read_jsonl
+
+    cache = tmp_path / "cache"
+    cand = ServedModel(lab["base"], lab["cand_lora"])
+    grown = tmp_path / "eval-7.jsonl"
+    write_jsonl(grown, eval_rows(7))  # the 6 of lab's eval.jsonl, then one new
+    kw = dict(adapter_dir=lab["cand"], probes=PROBES, sampling=SAMPLING, cache_dir=cache, log=lambda m: None)
+    evaluate_models(cand, ServedModel(lab["base"]), eval_path=lab["w"] / "eval.jsonl", **kw)
+    scored = []
+    real = ev.metrics.token_nll
+    monkeypatch.setattr(ev.metrics, "token_nll", lambda *a, **k: scored.append(1) or real(*a, **k))
+    report = evaluate_models(cand, ServedModel(lab["base"]), eval_path=grown, **kw)
+    # the candidate's 7 (its loss comes with the fidelity pass) and the base's 1 new conversation
+    assert len(scored) == 7 + 1, len(scored)
+    assert not report.base.loss_cached
+    seqs = training_sequences(ReferenceModel(lab["cand"]).tokenizer, read_jsonl(grown), 1024)
+    assert report.base.eval_loss == pytest.approx(math.log(gguf_perplexity(lab["base"], seqs)), rel=1e-4)
+
+
 def test_a_probe_stops_as_soon_as_it_is_given_up(lab):
     with LoadedModel(ServedModel(lab["base"]), 512) as m:
         full = m.answer("the rest week", Sampling(max_tokens=64, temperature=0.0))
