@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The H100 side of bench/gpu/nightly_8b.py, in back-to-back device calls (one call may run 10 minutes; the
 # CUDA build of llama-cpp-python alone took 299 s on 16 cores, measured 2026-11-25):
-#   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data,
-#                                            # then night 0 (its export builds the base GGUF once)
-#   bash bench/gpu/device_nightly.sh nights  # the timed nightly
+#   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data
+#   bash bench/gpu/device_nightly.sh night0  # night 0 (its export builds the base GGUF once)
+#   bash bench/gpu/device_nightly.sh nights  # two timed nightlies on two nights' data (seeds 1 and 2)
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
@@ -19,12 +19,15 @@ setup)
     > /tmp/build.log 2>&1; echo "{\"stage\": \"llama_cpp_cuda_build\", \"rc\": $?, \"s\": $(( $(date +%s) - t ))}" > /tmp/build.json ) &
   python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
   wait
-  tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl"
-  # night 0 right after the build, in the same call: its export builds the resident base GGUF (~150 s once)
+  tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl" ;;
+night0)  # right after setup (the machine stays warm ~30 s): its export builds the resident base GGUF (~150 s once)
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -5 "$OUT/night0.log" ;;
-nights)  # the timed nightly against a server on the base GGUF (call right after setup: the machine stays warm)
-  python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT" ;;
+nights)  # timed nightlies against a server on the base GGUF, each on a later night's data
+  for seed in 1 2; do
+    BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
+    cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
+  done ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
 esac

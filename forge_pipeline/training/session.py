@@ -112,6 +112,11 @@ def sft_args(cfg: TrainingConfig, layout: Layout, output_dir: Path, batch: int, 
         max_length=cfg.max_seq_length, packing=layout.packing, packing_strategy=cfg.packing_strategy,
         **({} if layout.padding_free is None else {"padding_free": layout.padding_free}),
         loss_type=cfg.loss_type, completion_only_loss=True,
+        # In-process tokenization for small sets on unsloth: its default pools up to 8 workers for each of the
+        # six dataset maps (train and eval: tokenize, labels, pack), each pool forked from a process holding
+        # the 8B. unsloth reads a config 1 as "in-process" (unsloth/dataset_num_proc.py); TRL and datasets>=4.1
+        # read 1 as Pool(1), so the transformers backend keeps None, which is in-process there.
+        **({"dataset_num_proc": 1} if backend == "unsloth" and steps_per_epoch * batch * accum < 5000 else {}),
         report_to="none", optim="adamw_8bit" if cuda else "adamw_torch",
         logging_nan_inf_filter=False,  # the default hides NaN losses from logs, and so from the guard
         bf16=cuda, fp16=False, gradient_checkpointing=cuda and backend != "unsloth",
@@ -137,6 +142,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         nonlocal base_eval_loss
         steps_per_epoch = max(1, math.ceil(len(data.train_rows) / (batch * accum)))
         callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir, log=log)
+        t_setup = time.time()
         trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer, callbacks=callbacks,
                              args=sft_args(cfg, layout, output_dir, batch, accum, steps_per_epoch, has_eval, cuda, backend),
                              train_dataset=train_ds, eval_dataset=eval_ds)
@@ -145,11 +151,14 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
 
             trainer.remove_callback(PrinterCallback)
         counter = count_training_tokens(trainer)
+        setup_s = time.time() - t_setup  # the datasets tokenized (and packed) by SFTTrainer
+        t_base = time.time()
         if has_eval and base_eval_loss is None and resume_from is None:
             # The LoRA update starts at zero, so this is the base model's loss on the same eval set.
             # (absent when truncation to max_seq_length left no completion token in any eval example)
             base_eval_loss = trainer.evaluate().get("eval_loss")
             on_base_eval(base_eval_loss)
+        base_eval_s = time.time() - t_base
         t0 = time.time()
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         train_s = time.time() - t0
@@ -160,12 +169,20 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
             "tokens_per_s": round(tokens / train_s, 1) if train_s > 0 and tokens else None,
             "steady_tokens_per_s": steady, "steady_steps_timed": timed, "train_s": round(train_s, 2),
             "effective_batch_size": batch * accum, "batch_size_used": batch, "gradient_accumulation_used": accum,
+            "setup_s": round(setup_s, 2), "base_eval_s": round(base_eval_s, 2),
         }, trainer.state.log_history)
 
     reset_peak_memory(cuda)
     result = run_with_oom_backoff(session, cfg.batch_size, layout.gradient_accumulation_steps, log)
     trainer, history = result.trainer, result.log_history
-    final_eval = trainer.evaluate().get("eval_loss") if has_eval else None
+    t_final = time.time()
+    last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
+    if has_eval and last_eval is not None and last_eval.get("step") == trainer.state.global_step \
+            and not trainer.args.load_best_model_at_end:
+        final_eval = last_eval["eval_loss"]  # evaluated at this very step already: same weights, same eval set
+    else:
+        final_eval = trainer.evaluate().get("eval_loss") if has_eval else None
+    final_eval_s = time.time() - t_final
     if final_eval is None and has_eval:
         log(f"warning: no eval example has an answer token within max_seq_length={cfg.max_seq_length}; eval loss unknown")
     if final_eval is not None and not math.isfinite(final_eval):
@@ -174,7 +191,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
     result.metrics = {
         "train_loss": train_losses[-1] if train_losses else None, "eval_loss": final_eval,
         "base_eval_loss": base_eval_loss, "global_step": trainer.state.global_step, "epochs": trainer.state.epoch,
-        **result.metrics,
+        **result.metrics, "final_eval_s": round(final_eval_s, 2),
         "peak_memory_gib": peak_memory_gib(cuda), "peak_memory_kind": "cuda_max_allocated" if cuda else "process_max_rss",
         "batch_layout": layout.description,
         "padding_waste_if_padded": None if layout.padding_waste is None else round(layout.padding_waste, 3),

@@ -73,20 +73,26 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     t_load = time.time()
     loaded = load_model(backend, base, cfg, cuda)  # load
     load_s = round(time.time() - t_load, 2)
+    t_layout = time.time()
     layout = choose_layout(cfg, backend, loaded, data.train_rows, cuda)
+    layout_s = round(time.time() - t_layout, 2)
     log(f"batch layout: {layout.description}" + (f" (expected padding if padded: {layout.padding_waste:.0%})"
                                                   if layout.padding_waste is not None else ""))
     result = fit(cfg, loaded, data, layout, output_dir, backend=backend, cuda=cuda, resume_from=resume_from,  # fit
                  base_eval_loss=run.get("base_eval_loss"), log=log, on_metrics=on_metrics,
                  on_base_eval=lambda loss: update_run(output_dir, base_eval_loss=loss))
-    metrics = {**result.metrics, "load_s": load_s}
+    metrics = {**result.metrics, "load_s": load_s, "layout_s": layout_s}
     manifest = build_manifest(fingerprint=fingerprint, resumed=resume_from is not None, base=base, backend=backend,
                               cuda=cuda, cfg=cfg, data=data, metrics=metrics, log_history=result.log_history)
+    t_publish = time.time()
     publish_adapter(result.trainer, loaded.tokenizer, manifest, output_dir, final_dir)  # publish
+    metrics["publish_s"] = round(time.time() - t_publish, 2)  # the report's: the manifest was sealed before
     # The evaluation's fidelity reference, from the model in memory (no second load of the base).
     from forge_pipeline.evaluation.reference_logits import write_after_training
 
+    t_reference = time.time()
     write_after_training(result.trainer.model, loaded.tokenizer, final_dir, data.eval_path, cfg.max_seq_length, log)
+    metrics["reference_logits_s"] = round(time.time() - t_reference, 2)
     clear_checkpoints(output_dir)
     log(f"adapter written to {final_dir}")  # its losses: the last progress lines, and forge train's summary
     return TrainingReport(str(final_dir), manifest.status, backend, fingerprint, metrics,
