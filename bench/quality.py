@@ -1,13 +1,14 @@
 """The nightly quality loop on the sample vault, CPU default (Gemma 3 270M) -> bench/results/quality.json.
 
-    python -m bench.quality nights     # three nights (vault up to Aug 31 / Sep 30 / Oct 31) + one bad night,
+    python -m bench.quality nights     # three nights (vault up to Aug 31 / Sep 30 / Oct 31) + two bad nights,
                                        # then the probe set under several sampling settings
     python -m bench.quality steps [24 48 96 192]   # held-out eval loss and loop rate vs CPU training steps
 
 Each night runs the real pipeline functions: extract + curate the vault as it stood that day, train with the
 CPU defaults, export (what serving would receive), evaluate base / live / candidate as served, decide, and
-"deploy" (the candidate becomes live) when the gate passes. The bad night trains on the last night's data
-with every answer moved to another example's prompt, so it learns nothing true; the gate must refuse it.
+"deploy" (the candidate becomes live) when the gate passes. Two bad nights train on the last night's data:
+one with every answer moved to another example's prompt (it learns nothing true), one with a learning rate
+100x the default (it is wrecked); the gate should refuse both.
 Each section is merged into the JSON file, so the sections can run separately. CPU-heavy: run once, late.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 NIGHTS = ("2026-08-31", "2026-09-30", "2026-10-31")
 SAMPLINGS = [dict(temperature=0.7, repeat_penalty=1.0), dict(temperature=0.7, repeat_penalty=1.1),
-             dict(temperature=0.3, repeat_penalty=1.1), dict(temperature=0.7, repeat_penalty=1.3)]
+             dict(temperature=0.3, repeat_penalty=1.1), dict(temperature=0.7, repeat_penalty=1.3),
+             dict(temperature=1.0, repeat_penalty=1.1), dict(temperature=0.3, repeat_penalty=1.3)]
 DATED = re.compile(r"(\d{4}-\d{2}-\d{2})")
 
 
@@ -63,7 +65,7 @@ def summary(report, decision, eval_s: float) -> dict:
     }
 
 
-def night(settings, vault: Path, overrides: dict, live, log, scramble: bool = False):
+def night(settings, vault: Path, overrides: dict, live, log, scramble: bool = False, run_dir: str = "run"):
     from forge_pipeline.curation.curate import curate
     from forge_pipeline.evaluation.gate import GateThresholds, decide, save_evaluation
     from forge_pipeline.evaluation.nightly import markdown
@@ -90,7 +92,7 @@ def night(settings, vault: Path, overrides: dict, live, log, scramble: bool = Fa
         write_jsonl(train_path, rows)
     t_data = time.perf_counter()
     cfg = resolve_training_config(overrides, "cpu")
-    out = settings.training_dir / ("bad" if scramble else "run")
+    out = settings.training_dir / ("bad" if scramble else run_dir)
     tr = run_training(train_path, out, cfg, eval_path=settings.eval_path, home=settings.home_dir, log=log, force_cpu=True)
     t_train = time.perf_counter()
     ex = export_model(Path(tr.final_dir), settings.models_dir, eval_path=settings.eval_path, home=settings.home_dir,
@@ -132,11 +134,16 @@ def run_nights(home: Path) -> None:
         if s["deploy"]:
             live = cand.model
         write_merged("nights", nights)
-    s, _, _ = night(settings, home / "vault", {}, live, log, scramble=True)
-    s["night"] = NIGHTS[-1] + " (bad: answers scrambled across prompts)"
-    nights.append(s)
-    write_merged("nights", nights)
-    print(json.dumps({k: s[k] for k in ("night", "eval_loss", "deploy", "reasons")}), flush=True)
+    # Two bad nights on the last night's data, each against the live model: answers scrambled across prompts
+    # (nothing true to learn), and a learning rate 100x the default (the model is wrecked).
+    for label, overrides, kw in (("answers scrambled across prompts", {}, {"scramble": True}),
+                                 ("learning rate 0.02, 100x the default", {"learning_rate": 0.02},
+                                  {"run_dir": "bad-lr"})):
+        s, _, _ = night(settings, home / "vault", overrides, live, log, **kw)
+        s["night"] = f"{NIGHTS[-1]} (bad: {label})"
+        nights.append(s)
+        write_merged("nights", nights)
+        print(json.dumps({k: s[k] for k in ("night", "eval_loss", "deploy", "reasons")}), flush=True)
 
     # Serving's default sampling, measured: the probe set answered by the live model under each setting.
     from forge_pipeline.evaluation import metrics
@@ -145,10 +152,11 @@ def run_nights(home: Path) -> None:
     rows = []
     with LoadedModel(live or cand.model, 2048) as m:
         for variant in SAMPLINGS:
-            for seed in (0,):  # one seed per setting: the grid ran ~10 min with two on 2 cores
+            for seed in (0, 100):  # the 8 probes answered together (answer_many), as the evaluation does
                 sampling = Sampling(**variant, max_tokens=256, seed=seed)
-                answers = [m.answer(p, sampling) for p in DEFAULT_PROBES]
-                rows.append({**variant, "seed": seed, "max_tokens": 256,
+                t = time.perf_counter()
+                answers = m.answer_many(list(DEFAULT_PROBES), sampling)
+                rows.append({**variant, "seed": seed, "max_tokens": 256, "wall_s": round(time.perf_counter() - t, 1),
                              "loops": sum(bool(metrics.loop_reason(a.text)) for a in answers),
                              "invented_turns": sum(bool(metrics.invented_turn(a.text)) for a in answers),
                              "cut_at_limit": sum(a.finish_reason == "length" for a in answers),

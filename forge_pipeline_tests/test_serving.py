@@ -273,3 +273,30 @@ def test_serving_binds_where_FORGE_SERVING_URL_says_and_the_client_waits_for_it(
         t.join()
         proc["p"].terminate()
         proc["p"].wait(30)
+
+
+def test_the_evaluation_probes_with_what_a_request_that_sets_nothing_gets(models_home):
+    """Serving's sampling defaults have one owner (ServingSettings): a chat request that sets none gets them,
+    and the nightly evaluation answers its probes with them (Sampling.from_serving). Greedy (temperature 0)
+    with a strong repeat penalty, so both must produce the same tokens; and the penalty must matter here."""
+    from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel
+    from serving.settings import ServingSettings
+
+    gguf = models_home / "models" / "v-a" / "companion-a.gguf"
+    env = {"FORGE_DEFAULT_TEMPERATURE": "0", "FORGE_DEFAULT_REPEAT_PENALTY": "1.5", "FORGE_DEFAULT_MAX_TOKENS": "24"}
+    s = Server(models_home, model=gguf, env=env).wait()
+    try:
+        def served(**body):
+            r = s.post("/v1/chat/completions", json={"messages": MSG, **body})
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]["content"]
+
+        by_default, without_penalty = served(), served(repeat_penalty=1.0)
+    finally:
+        s.stop()
+    sampling = Sampling.from_serving(ServingSettings(default_temperature=0, default_repeat_penalty=1.5,
+                                                     default_max_tokens=24))
+    with LoadedModel(ServedModel(gguf), 512) as m:
+        probe = m.answer(MSG[0]["content"], sampling)
+    assert by_default != without_penalty  # the setting reached llama.cpp's sampler
+    assert probe.text == by_default

@@ -91,7 +91,10 @@ async def chat(req: ChatRequest, manager: ModelManager = Depends(get_manager),
     except NoModelError as e:
         raise ServingError(str(e), status=503, headers={"Retry-After": "5"}) from None
     kwargs = dict(messages=[m.model_dump() for m in req.messages], max_tokens=max_tokens,
-                  temperature=req.temperature, top_p=req.top_p, stop=req.stop, seed=req.seed,
+                  temperature=settings.default_temperature if req.temperature is None else req.temperature,
+                  top_p=settings.default_top_p if req.top_p is None else req.top_p,
+                  repeat_penalty=settings.default_repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
+                  stop=req.stop, seed=req.seed,
                   presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty)
     job = Job(kwargs, stream=req.stream, adapter=lease.deployment.adapter, logit_bias=req.logit_bias,
               loop=asyncio.get_running_loop(), on_finish=lease.release)

@@ -216,7 +216,7 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    sampling = sampling or Sampling()
+    sampling = sampling or Sampling.from_serving()
     prompts = list(probes or DEFAULT_PROBES)
     adapter_dir = Path(adapter_dir)
     from forge_pipeline.training.manifest import AdapterManifest

@@ -27,16 +27,31 @@ class ServedModel:
         return f"{Path(self.gguf).name} + {Path(self.lora).name}" if self.lora else Path(self.gguf).name
 
 
+def _serving_default(name: str):
+    from serving.settings import ServingSettings
+
+    return ServingSettings.model_fields[name].default
+
+
 @dataclass
 class Sampling:
-    """How probe prompts are answered: serving's defaults (bench/quality.py measured these; serving/settings.py
-    holds the same values)."""
+    """How probe prompts are answered. The defaults are serving's own (serving/settings.py owns them); the
+    evaluation uses Sampling.from_serving(), which also reads a person's FORGE_DEFAULT_* settings."""
 
-    temperature: float = 0.7
-    top_p: float = 0.95
-    repeat_penalty: float = 1.1
-    max_tokens: int = 256
+    temperature: float = field(default_factory=lambda: _serving_default("default_temperature"))
+    top_p: float = field(default_factory=lambda: _serving_default("default_top_p"))
+    repeat_penalty: float = field(default_factory=lambda: _serving_default("default_repeat_penalty"))
+    max_tokens: int = field(default_factory=lambda: _serving_default("default_max_tokens"))
     seed: int = 0
+
+    @classmethod
+    def from_serving(cls, settings=None) -> Sampling:
+        """What a chat request that sets nothing gets from serving (its FORGE_* settings)."""
+        from serving.settings import ServingSettings
+
+        s = settings or ServingSettings()
+        return cls(temperature=s.default_temperature, top_p=s.default_top_p, repeat_penalty=s.default_repeat_penalty,
+                   max_tokens=s.default_max_tokens)
 
     def as_dict(self) -> dict:
         return asdict(self)
