@@ -149,6 +149,18 @@ def test_a_grown_eval_split_scores_only_its_new_conversations(lab, tmp_path, mon
     assert report.base.eval_loss == pytest.approx(math.log(gguf_perplexity(lab["base"], seqs)), rel=1e-4)
 
 
+def test_last_night_s_candidate_costs_no_loss_pass_as_tonight_s_live_model(lab, tmp_path):
+    """The candidate's per-conversation losses come with its fidelity pass and are cached under its identity,
+    so the next night, when it is the live model, its eval loss is read, not computed (equal to last night's)."""
+    cand, other = ServedModel(lab["base"], lab["cand_lora"]), ServedModel(lab["base"], lab["live_lora"])
+    kw = dict(eval_path=lab["w"] / "eval.jsonl", probes=PROBES, sampling=SAMPLING, cache_dir=tmp_path / "cache",
+              log=lambda m: None)
+    night1 = evaluate_models(cand, ServedModel(lab["base"]), adapter_dir=lab["cand"], **kw)
+    night2 = evaluate_models(other, ServedModel(lab["base"]), adapter_dir=lab["live"], live=cand, **kw)
+    assert night2.live.loss_cached and night2.live.probes_cached
+    assert night2.live.eval_loss == pytest.approx(night1.candidate.eval_loss, rel=1e-9)
+
+
 def test_a_probe_stops_as_soon_as_it_is_given_up(lab):
     with LoadedModel(ServedModel(lab["base"]), 512) as m:
         full = m.answer("the rest week", Sampling(max_tokens=64, temperature=0.0))

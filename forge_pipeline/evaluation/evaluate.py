@@ -73,37 +73,54 @@ def _probe(model: LoadedModel, prompts: list[str], sampling: Sampling, identity:
     return out, False
 
 
+class _LossCache:
+    """Each eval conversation's summed NLL and token count under one model, by (model identity, the
+    conversation's token ids), in evaluation/loss_cache/. The candidate's come with its fidelity pass, so the
+    next night, when it is the live model, its loss costs nothing."""
+
+    def __init__(self, cache_dir: Path | None, identity: str):
+        self.path = Path(cache_dir) / "loss_cache" / f"{sha256_text(identity)[:32]}.json" if cache_dir else None
+        self.known: dict[str, list] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.known = json.loads(self.path.read_text())
+            except ValueError:  # a damaged cache is a cache miss, never a failure
+                self.known = {}
+        self._added = False
+
+    def put(self, key: str, nll: np.ndarray) -> None:
+        self.known[key] = [float(nll.sum()), len(nll)]
+        self._added = True
+
+    def save(self) -> None:
+        if self.path is not None and self._added:
+            atomic_write_json(self.path, self.known)
+
+
 def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], identity: str,
           cache_dir: Path | None) -> tuple[float | None, int, bool]:
     """Token-weighted eval loss of ``model`` on ``seqs``; the third value says every conversation came from
-    the cache. Each conversation's summed NLL is cached by (model identity, its token ids), so when tonight's
-    eval split adds a few conversations (the vault grew) only those are scored: a whole-split key made the
-    H100 nightly score the base's 50 conversations again for 5 new ones (7.0 s of its 31 s evaluation)."""
+    the cache. Cached per conversation (_LossCache), so when tonight's eval split adds a few conversations (the
+    vault grew) only those are scored: a whole-split key made the H100 nightly score the base's 50
+    conversations again for 5 new ones (7.0 s of its 31 s evaluation)."""
     from forge_pipeline.evaluation.reference_logits import sequence_key
 
-    cache = Path(cache_dir) / "loss_cache" / f"{sha256_text(identity)[:32]}.json" if cache_dir else None
-    known: dict[str, list] = {}
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text())
-        except ValueError:  # a damaged cache is a cache miss, never a failure
-            known = {}
+    cache = _LossCache(cache_dir, identity)
     total, n, missed = 0.0, 0, 0
     for ids, start in seqs:
         key = sequence_key(ids, start)
-        if key not in known:
-            nll = metrics.token_nll(model.logits(ids, start - 1), ids, start, rows_from=start - 1)
-            known[key] = [float(nll.sum()), len(nll)]
+        if key not in cache.known:
+            cache.put(key, metrics.token_nll(model.logits(ids, start - 1), ids, start, rows_from=start - 1))
             missed += 1
-        total, n = total + known[key][0], n + known[key][1]
-    if cache is not None and missed:
-        atomic_write_json(cache, known)
+        total, n = total + cache.known[key][0], n + cache.known[key][1]
+    cache.save()
     return (total / n if n else None), n, missed == 0
 
 
-def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse) -> tuple[np.ndarray, np.ndarray, float, int]:
+def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse,
+              losses: _LossCache) -> tuple[np.ndarray, np.ndarray, float, int]:
     """Per-position KLD and top-1 agreement of the served candidate against the trained model, and the
-    candidate's summed NLL and token count from the same logits."""
+    candidate's summed NLL and token count from the same logits (each conversation's also put in ``losses``)."""
     from forge_pipeline.evaluation.reference_logits import sequence_key
 
     kls, agree, total, n = [], [], 0.0, 0
@@ -112,18 +129,21 @@ def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse) -> tuple[np.
     try:
         for ids, start in seqs:
             served = cand.logits(ids, start - 1)[:-1]  # rows start-1 .. len-2: the answer positions
+            key = sequence_key(ids, start)
             if sparse is not None:
-                kl, ag = metrics.sparse_kl_and_top1(*sparse.rows[sequence_key(ids, start)], served)
+                kl, ag = metrics.sparse_kl_and_top1(*sparse.rows[key], served)
             else:
                 kl, ag = metrics.kl_and_top1(ref.logits(ids)[start - 1:len(ids) - 1], served)
             kls.append(kl)
             agree.append(ag)
             nll = metrics.token_nll(served, ids, start, rows_from=start - 1)
+            losses.put(key, nll)
             total, n = total + float(nll.sum()), n + len(nll)
     finally:
         if sparse is None:
             ref.close()
             gc.collect()
+    losses.save()
     return np.concatenate(kls), np.concatenate(agree), total, n
 
 
@@ -251,7 +271,7 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         sparse, why = load_reference_logits(adapter_dir, tok, seqs, cand.n_vocab, max_len)
         if sparse is None:
             log(f"fidelity against the trained model loaded again ({why})")
-        kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse)
+        kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse, _LossCache(cache_dir, idents["candidate"]))
         quant = gguf_quantization(candidate.gguf)
         fidelity = Fidelity(kld_mean=float(kl_all.mean()), kld_p99=float(np.quantile(kl_all, 0.99)),
                             top1_agreement=float(agree_all.mean()), positions=int(len(kl_all)), quantization=quant,
