@@ -147,7 +147,12 @@ class ForgeSettings(BaseSettings):
     gate_loss_tolerance: float = Field(0.01, ge=0, description="A candidate may have an eval loss at most this "
                                        "fraction above the live model's (0.01 = 1%); the first model must beat the base.")
     gate_probe_tolerance: int = Field(0, ge=0, description="Extra probe answers that loop or invent turns the "
-                                      "candidate may have beyond the live model's.")
+                                      "candidate may always have beyond the live model's.")
+    gate_probe_alpha: float = Field(0.1, ge=0, le=1, description="Beyond that tolerance, more broken probe answers "
+                                    "than the live model's refuse the candidate only when chance explains them "
+                                    "with probability below this (one-sided Fisher exact test over the two sets of "
+                                    "answers): the answers are samples, and one model's count moved 1 -> 4 of 8 "
+                                    "with the seeds (bench/results/evaluation_speed.json). 0: any excess refuses.")
     gate_max_regurgitation_share: float = Field(0.25, ge=0, le=1, description="Largest share of probe answers "
                                                 "that may copy 50+ characters verbatim from the training data.")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from forge_pipeline.evaluation import metrics
-from forge_pipeline.evaluation.gate import GateThresholds, decide, latest_key, load_decision, save_evaluation
+from forge_pipeline.evaluation.gate import GateThresholds, decide, excess_p, latest_key, load_decision, save_evaluation
 from forge_pipeline.evaluation.nightly import headline, markdown
 from forge_pipeline.evaluation.probes import DEFAULT_PROBES, ProbeFileError, load_probes
 from forge_pipeline.evaluation.report import EvaluationReport, Fidelity, ModelResult, ProbeResult, RoundTrip
@@ -76,9 +76,9 @@ def _probe(text="A calm, finished answer.", **flags) -> ProbeResult:
 
 
 def make_report(cand_loss=2.0, live_loss: float | None = 2.1, base_loss=3.0, kld=0.001, quant="f16", rt_ok=True,
-                cand_flags=0, live_flags=1, regurgitation=0.0) -> EvaluationReport:
+                cand_flags=0, live_flags=1, regurgitation=0.0, n_probes=8) -> EvaluationReport:
     def model(role, loss, flagged):
-        probes = [_probe(loop="repeats") if i < flagged else _probe() for i in range(4)]
+        probes = [_probe(loop="repeats") if i < flagged else _probe() for i in range(n_probes)]
         return ModelResult(role=role, gguf=f"{role}.gguf", eval_loss=loss, probes=probes)
 
     models = {"candidate": model("candidate", cand_loss, cand_flags), "base": model("base", base_loss, 2)}
@@ -86,7 +86,7 @@ def make_report(cand_loss=2.0, live_loss: float | None = 2.1, base_loss=3.0, kld
     if live_loss is not None:
         models["live"] = model("live", live_loss, live_flags)
     return EvaluationReport(created="2026-11-25T03:00:00Z", candidate_key="k1", eval_examples=4, eval_tokens=100,
-                            max_seq_length=256, sampling={}, probe_prompts=["p"] * 4, models=models,
+                            max_seq_length=256, sampling={}, probe_prompts=["p"] * n_probes, models=models,
                             fidelity=Fidelity(kld_mean=kld, kld_p99=kld, top1_agreement=0.99, positions=100, quantization=quant),
                             round_trip=RoundTrip(ok=rt_ok, conversations=4, problems=[] if rt_ok else ["prompt tokens differ"]),
                             loss_curve=[(0, 3.0), (12, 2.4), (24, 2.0)])
@@ -101,13 +101,37 @@ def test_a_good_candidate_passes_every_rule():
     (dict(kld=0.2), "not faithful"),
     (dict(kld=0.2, quant="q4_k_m"), "not faithful"),
     (dict(rt_ok=False), "round-trip"),
-    (dict(cand_flags=3), "loops or invents turns in 3 of 4"),
+    (dict(cand_flags=5), "loops or invents turns in 5 of 8"),
     (dict(regurgitation=0.5), "verbatim"),
     (dict(cand_loss=2.2), "worse than the live model's"),
 ])
 def test_each_rule_refuses_with_one_sentence(change, words):
     d = decide(make_report(**change))
     assert not d.deploy and len(d.reasons) == 1 and words in d.reasons[0]
+
+
+def test_excess_broken_answers_p_is_the_share_of_relabellings_at_least_as_lopsided():
+    """excess_p against brute force: every way of spreading the broken answers over the two sets of answers,
+    equally likely under 'same rate', counted directly."""
+    from itertools import combinations
+
+    for cand_n, ref_n, c, r in [(8, 8, 4, 0), (8, 8, 3, 2), (8, 8, 5, 1), (8, 8, 8, 0), (4, 6, 2, 1), (8, 8, 0, 0)]:
+        broken = c + r
+        spreads = list(combinations(range(cand_n + ref_n), broken))  # positions < cand_n are the candidate's
+        lopsided = sum(sum(i < cand_n for i in spread) >= c for spread in spreads)
+        assert excess_p(c, cand_n, r, ref_n) == pytest.approx(lopsided / len(spreads)), (c, r)
+
+
+def test_more_broken_probe_answers_refuse_only_beyond_sampling_noise():
+    """The gate's probe rule on 8 sampled answers each (the end-to-end run's first night had 3 broken answers
+    against the base's 2 and was refused by the literal rule)."""
+    d = decide(make_report(cand_flags=3, live_flags=2))
+    assert d.deploy and any("within sampling noise" in p for p in d.passed), d.passed
+    assert not decide(make_report(cand_flags=4, live_flags=0)).deploy  # p 0.038
+    assert not decide(make_report(cand_flags=8, live_flags=0)).deploy
+    literal = GateThresholds(probe_alpha=0)  # any excess refuses
+    assert not decide(make_report(cand_flags=3, live_flags=2), literal).deploy
+    assert decide(make_report(cand_flags=3, live_flags=2), GateThresholds(probe_alpha=0, probe_tolerance=1)).deploy
 
 
 def test_quantization_sets_the_kld_bound():

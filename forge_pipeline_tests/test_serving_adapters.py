@@ -18,7 +18,7 @@ from forge_pipeline_tests.tiny_models import make_tiny_gguf
 
 pytestmark = pytest.mark.slow
 MSG = [{"role": "user", "content": "What did I learn this week?"}]
-ASK = {"messages": MSG, "max_tokens": 12, "temperature": 0}
+ASK = {"messages": MSG, "max_tokens": 12, "temperature": 0, "repeat_penalty": 1.0}  # the reference: llama.cpp alone
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,10 @@ A candidate is deployed only if every rule holds:
 2. **template round trip**: every eval prompt tokenizes identically through the GGUF's embedded template and
    the training template, and the trained end-of-turn token ends generation in llama.cpp;
 3. **no more broken answers**: probe answers that loop or invent turns are no more than the live model's
-   (the base's for the first model) plus ``FORGE_GATE_PROBE_TOLERANCE``;
+   (the base's for the first model) plus ``FORGE_GATE_PROBE_TOLERANCE``, or the excess is within sampling
+   noise: a one-sided Fisher exact test (``excess_p``) gives it a chance of at least ``FORGE_GATE_PROBE_ALPHA``
+   (0.1) if both models broke answers at the same rate. With 8 probes each: 0 -> 4 and 1 -> 5 broken answers
+   are refused (p 0.038, 0.059), 2 -> 3 and 1 -> 4 are not (p 0.50, 0.14), all 8 against none is (p 8e-5);
 4. **little regurgitation**: the share of probe answers copying >= 50 characters of a training answer is at
    most ``FORGE_GATE_MAX_REGURGITATION_SHARE``;
 5. **no worse**: eval loss at most the live model's times (1 + ``FORGE_GATE_LOSS_TOLERANCE``); the first
@@ -35,17 +38,29 @@ class GateThresholds(BaseModel):
     kld_bounds: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULTS["gate_kld_bounds"]))
     loss_tolerance: float = _DEFAULTS["gate_loss_tolerance"]
     probe_tolerance: int = _DEFAULTS["gate_probe_tolerance"]
+    probe_alpha: float = _DEFAULTS["gate_probe_alpha"]
     max_regurgitation_share: float = _DEFAULTS["gate_max_regurgitation_share"]
 
     @classmethod
     def from_settings(cls, settings) -> GateThresholds:
         return cls(kld_bounds=settings.gate_kld_bounds, loss_tolerance=settings.gate_loss_tolerance,
-                   probe_tolerance=settings.gate_probe_tolerance,
+                   probe_tolerance=settings.gate_probe_tolerance, probe_alpha=settings.gate_probe_alpha,
                    max_regurgitation_share=settings.gate_max_regurgitation_share)
 
     def kld_bound(self, quantization: str) -> float:
         # An unknown storage type gets the loosest bound rather than an arbitrary one.
         return self.kld_bounds.get(quantization, max(self.kld_bounds.values()))
+
+
+def excess_p(cand_flagged: int, cand_n: int, ref_flagged: int, ref_n: int) -> float:
+    """One-sided Fisher exact test: if the candidate and the reference broke answers at the same rate, the
+    chance that at least ``cand_flagged`` of all the broken answers fell among the candidate's ``cand_n``
+    (hypergeometric tail; exact with math.comb, no scipy needed for a 2x2 table)."""
+    from math import comb
+
+    n, k = cand_n + ref_n, cand_flagged + ref_flagged
+    total = comb(n, cand_n)
+    return sum(comb(k, x) * comb(n - k, cand_n - x) for x in range(cand_flagged, min(k, cand_n) + 1)) / total
 
 
 def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, against: str = "live") -> GateDecision:
@@ -77,9 +92,13 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
         failed.append("No reference model answered the probes, so looping and invented turns cannot be compared.")
     elif cand.flagged <= ref.flagged + t.probe_tolerance:
         passed.append(f"probes: {cand.flagged} looping/invented vs {ref.flagged} for {ref_name}")
+    elif (p := excess_p(cand.flagged, len(cand.probes), ref.flagged, len(ref.probes))) >= t.probe_alpha > 0:
+        passed.append(f"probes: {cand.flagged} looping/invented vs {ref.flagged} for {ref_name}, within sampling "
+                      f"noise (p {p:.2f} >= {t.probe_alpha})")
     else:
         failed.append(f"The candidate loops or invents turns in {cand.flagged} of {len(cand.probes)} probe answers, "
-                      f"more than the {ref_name} model's {ref.flagged}.")
+                      f"more than the {ref_name} model's {ref.flagged} of {len(ref.probes)} (p {p:.3f} by chance, "
+                      f"below {t.probe_alpha}).")
 
     if cand.regurgitation_share <= t.max_regurgitation_share:
         passed.append(f"regurgitation {cand.regurgitation_share:.0%} <= {t.max_regurgitation_share:.0%}")
