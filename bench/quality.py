@@ -134,16 +134,17 @@ def run_nights(home: Path) -> None:
         if s["deploy"]:
             live = cand.model
         write_merged("nights", nights)
-    # Two bad nights on the last night's data, each against the live model: answers scrambled across prompts
-    # (nothing true to learn), and a learning rate 100x the default (the model is wrecked).
-    for label, overrides, kw in (("answers scrambled across prompts", {}, {"scramble": True}),
-                                 ("learning rate 0.02, 100x the default", {"learning_rate": 0.02},
-                                  {"run_dir": "bad-lr"})):
+    # Two bad nights on the last night's data, each against the live model: a learning rate 100x the default
+    # (the model is wrecked), then (after the sampling grid: it is the long one) answers scrambled across
+    # prompts (nothing true to learn).
+    def bad(label, overrides, **kw):
         s, _, _ = night(settings, home / "vault", overrides, live, log, **kw)
         s["night"] = f"{NIGHTS[-1]} (bad: {label})"
         nights.append(s)
         write_merged("nights", nights)
         print(json.dumps({k: s[k] for k in ("night", "eval_loss", "deploy", "reasons")}), flush=True)
+
+    bad("learning rate 0.02, 100x the default", {"learning_rate": 0.02}, run_dir="bad-lr")
 
     # Serving's default sampling, measured: the probe set answered by the live model under each setting.
     from forge_pipeline.evaluation import metrics
@@ -164,6 +165,7 @@ def run_nights(home: Path) -> None:
                              "mean_tokens": round(sum(a.completion_tokens for a in answers) / len(answers), 1)})
                 print(json.dumps(rows[-1]), flush=True)
     write_merged("sampling", {"probes": len(DEFAULT_PROBES), "model": "live after the three nights", "runs": rows})
+    bad("answers scrambled across prompts", {}, scramble=True)
 
 
 def run_steps(home: Path, steps: list[int]) -> None:
