@@ -129,7 +129,11 @@ def test_more_broken_probe_answers_refuse_only_beyond_sampling_noise():
     assert d.deploy and any("within sampling noise" in p for p in d.passed), d.passed
     assert not decide(make_report(cand_flags=4, live_flags=0)).deploy  # p 0.038
     assert not decide(make_report(cand_flags=8, live_flags=0)).deploy
+    assert not decide(make_report(cand_flags=3, live_flags=0)).deploy  # p 0.100, not above alpha
     literal = GateThresholds(probe_alpha=0)  # any excess refuses
+    assert decide(make_report(cand_flags=3, live_flags=2), literal).reasons[0].endswith("model's 2 of 8.")
+    # too few probes for any outcome to fall to alpha (2 of 2 against 0 of 2: p 0.17): the literal rule
+    assert not decide(make_report(cand_flags=2, live_flags=1, n_probes=2)).deploy
     assert not decide(make_report(cand_flags=3, live_flags=2), literal).deploy
     assert decide(make_report(cand_flags=3, live_flags=2), GateThresholds(probe_alpha=0, probe_tolerance=1)).deploy
 

@@ -202,6 +202,20 @@ def test_probes_answered_together_are_the_answers_given_one_at_a_time(lab, lora)
         assert [a.text for a in bare] != [a.text for a in together]
 
 
+def test_probes_beyond_one_batch_are_answered_in_groups(lab, monkeypatch):
+    """A probe file longer than MAX_TOGETHER is decoded in groups (llama.cpp caps a context's sequences); each
+    answer is still the one answer() gives (greedy, no penalty: see the test above)."""
+    from forge_pipeline.evaluation import served
+
+    monkeypatch.setattr(served, "MAX_TOGETHER", 3)
+    plain = Sampling(max_tokens=24, temperature=0.0, repeat_penalty=1.0)
+    prompts = PROBES + ["the long walk week", "the rest week"]
+    with LoadedModel(ServedModel(lab["base"], lab["cand_lora"]), 512) as m:
+        expected = [m.answer(p, plain) for p in prompts]
+        grouped = m.answer_many(prompts, plain)
+    assert [(a.text, a.completion_tokens) for a in grouped] == [(a.text, a.completion_tokens) for a in expected]
+
+
 def test_probes_answered_together_stop_each_on_its_own(lab):
     """give_up ends one answer while the others go on to their own end; sampled answers are reproducible."""
     sampling = Sampling(max_tokens=40, seed=3)

@@ -20,7 +20,7 @@ class ChatRequest(BaseModel):
     # None: serving's default (ServingSettings.default_temperature / default_top_p / default_repeat_penalty)
     temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repeat_penalty: Optional[float] = Field(None, ge=0.0, le=2.0)  # llama-cpp-python's server has it too
+    repeat_penalty: Optional[float] = Field(None, gt=0.0, le=2.0)  # llama-cpp-python's server has it too
     stop: Optional[Union[str, list[str]]] = None
     seed: Optional[int] = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)

@@ -74,7 +74,7 @@ class ServingSettings(BaseSettings):
     # are answered with (evaluation/served.py reads them here), so the gate measures what a person gets.
     default_temperature: float = Field(0.7, ge=0.0, le=2.0, description="temperature when a request gives none.")
     default_top_p: float = Field(0.95, gt=0.0, le=1.0, description="top_p when a request gives none.")
-    default_repeat_penalty: float = Field(1.1, ge=0.0, le=2.0, description="llama.cpp's repetition penalty "
+    default_repeat_penalty: float = Field(1.1, gt=0.0, le=2.0, description="llama.cpp's repetition penalty "
                                           "(over the last 64 tokens) when a request gives none (`repeat_penalty`, "
                                           "llama-cpp-python's extension of the OpenAI API). 1.0: off.")
     max_queued_requests: int = Field(32, ge=0, description="Chat requests waiting for the model beyond the one "

@@ -39,8 +39,9 @@ def decode_together(llm, adapter_handle, prompts: Sequence[Sequence[int]], sampl
     params.kv_unified = False  # measured on the embedded Gemma, 8 probes x 256 tokens: 88-89 tok/s, 71-80 unified
     params.embeddings = False
     ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
-    batch = _internals.LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=1, verbose=False)
+    batch = None
     try:
+        batch = _internals.LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=1, verbose=False)
         if adapter_handle is not None:
             arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter_handle)
             rc = llama_cpp.llama_set_adapters_lora(ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
@@ -83,7 +84,8 @@ def decode_together(llm, adapter_handle, prompts: Sequence[Sequence[int]], sampl
                 produced[i] += 1
                 sample(i, k)
     finally:
-        batch.close()
+        if batch is not None:
+            batch.close()
         ctx.close()
 
 

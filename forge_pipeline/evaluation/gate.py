@@ -9,8 +9,9 @@ A candidate is deployed only if every rule holds:
 3. **no more broken answers**: probe answers that loop or invent turns are no more than the live model's
    (the base's for the first model) plus ``FORGE_GATE_PROBE_TOLERANCE``, or the excess is within sampling
    noise: a one-sided Fisher exact test (``excess_p``) gives it a chance of at least ``FORGE_GATE_PROBE_ALPHA``
-   (0.1) if both models broke answers at the same rate. With 8 probes each: 0 -> 4 and 1 -> 5 broken answers
-   are refused (p 0.038, 0.059), 2 -> 3 and 1 -> 4 are not (p 0.50, 0.14), all 8 against none is (p 8e-5);
+   (0.1) if both models broke answers at the same rate (more than alpha to pass; with too few probes for any
+   outcome to reach alpha, the literal rule). With 8 probes each: 0 -> 3, 0 -> 4 and 1 -> 5 broken answers
+   are refused (p 0.10, 0.038, 0.059), 2 -> 3 and 1 -> 4 are not (p 0.50, 0.14), all 8 against none is (8e-5);
 4. **little regurgitation**: the share of probe answers copying >= 50 characters of a training answer is at
    most ``FORGE_GATE_MAX_REGURGITATION_SHARE``;
 5. **no worse**: eval loss at most the live model's times (1 + ``FORGE_GATE_LOSS_TOLERANCE``); the first
@@ -63,6 +64,13 @@ def excess_p(cand_flagged: int, cand_n: int, ref_flagged: int, ref_n: int) -> fl
     return sum(comb(k, x) * comb(n - k, cand_n - x) for x in range(cand_flagged, min(k, cand_n) + 1)) / total
 
 
+def _within_noise(p: float, alpha: float, cand_n: int, ref_n: int) -> bool:
+    """An excess of broken answers is noise when chance explains it with probability above ``alpha``, and the
+    probe sets are large enough for any outcome to fall to alpha (all of the candidate's broken, none of the
+    reference's); with fewer probes (2 against 2 never gets below 0.17) the literal rule applies."""
+    return alpha > 0 and p > alpha and excess_p(cand_n, cand_n, 0, ref_n) <= alpha
+
+
 def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, against: str = "live") -> GateDecision:
     """Deploy or not, with one sentence per failed rule. ``against="base"`` applies the first-model rule."""
     t = thresholds or GateThresholds()
@@ -92,13 +100,14 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
         failed.append("No reference model answered the probes, so looping and invented turns cannot be compared.")
     elif cand.flagged <= ref.flagged + t.probe_tolerance:
         passed.append(f"probes: {cand.flagged} looping/invented vs {ref.flagged} for {ref_name}")
-    elif (p := excess_p(cand.flagged, len(cand.probes), ref.flagged, len(ref.probes))) >= t.probe_alpha > 0:
+    elif _within_noise(p := excess_p(cand.flagged, len(cand.probes), ref.flagged, len(ref.probes)), t.probe_alpha,
+                       len(cand.probes), len(ref.probes)):
         passed.append(f"probes: {cand.flagged} looping/invented vs {ref.flagged} for {ref_name}, within sampling "
-                      f"noise (p {p:.2f} >= {t.probe_alpha})")
+                      f"noise (p {p:.2f} > {t.probe_alpha})")
     else:
         failed.append(f"The candidate loops or invents turns in {cand.flagged} of {len(cand.probes)} probe answers, "
-                      f"more than the {ref_name} model's {ref.flagged} of {len(ref.probes)} (p {p:.3f} by chance, "
-                      f"below {t.probe_alpha}).")
+                      f"more than the {ref_name} model's {ref.flagged} of {len(ref.probes)}"
+                      + (f" (p {p:.3f} by chance, at most {t.probe_alpha})." if t.probe_alpha > 0 else "."))
 
     if cand.regurgitation_share <= t.max_regurgitation_share:
         passed.append(f"regurgitation {cand.regurgitation_share:.0%} <= {t.max_regurgitation_share:.0%}")

@@ -260,10 +260,17 @@ class LoadedModel:
             turns.append(_Turn(self, prompt, ids, stops, sampling.max_tokens, give_up, check_every))
         from forge_pipeline.evaluation.batch_decode import decode_together
 
-        decode_together(self.llm, self._slot._applied, [t.ids for t in turns],
-                        [_sampler_chain(self.llm, sampling, sampling.seed + i) for i in range(len(turns))],
-                        sampling.max_tokens, lambda i, tok: turns[i].push(tok))
+        # in groups: llama.cpp caps the sequences of a context (LLAMA_MAX_SEQ), and each one's KV stream holds
+        # a whole answer (a user's probe file may be long)
+        for g in range(0, len(turns), MAX_TOGETHER):
+            group = turns[g:g + MAX_TOGETHER]
+            decode_together(self.llm, self._slot._applied, [t.ids for t in group],
+                            [_sampler_chain(self.llm, sampling, sampling.seed + g + i) for i in range(len(group))],
+                            sampling.max_tokens, lambda i, tok, group=group: group[i].push(tok))
         return [t.result() for t in turns]
+
+
+MAX_TOGETHER = 16  # answers decoded in one batch (the default probe set is 8)
 
 
 def _sampler_chain(llm, sampling: Sampling, seed: int):
@@ -272,6 +279,8 @@ def _sampler_chain(llm, sampling: Sampling, seed: int):
     min-p 0.05, temperature and a seeded draw (greedy at temperature 0)."""
     from llama_cpp import _internals
 
+    if sampling.temperature < 0:
+        raise ValueError(f"sampling temperature must be >= 0, got {sampling.temperature}")
     chain = _internals.LlamaSampler()
     chain.add_penalties(n_vocab=llm.n_vocab(), penalty_last_n=llm.last_n_tokens_size,
                         penalty_repeat=sampling.repeat_penalty, penalty_freq=0.0, penalty_present=0.0)
