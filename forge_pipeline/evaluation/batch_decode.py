@@ -2,8 +2,8 @@
 of every unfinished sequence.
 
 llama-cpp-python's Llama runs one sequence per context (n_seq_max 1), so this builds a second context on the
-same loaded weights with one KV stream per sequence (kv_unified off: the prompts share no prefix, and
-llama.cpp's note on the setting says separate streams attend faster then), sets the adapter in use on it, and
+same loaded weights with room for every sequence (one unified KV buffer: see decode_together for the
+measurement), sets the adapter in use on it, and
 drives llama.cpp's batch API directly. Written here because llama-cpp-python (0.3.36) has no batched
 generation of its own.
 """
@@ -30,13 +30,19 @@ def decode_together(llm, adapter_handle, prompts: Sequence[Sequence[int]], sampl
         return
     if len(samplers) != n:
         raise ValueError(f"{n} prompts but {len(samplers)} samplers")
-    # n_ctx is split evenly between the streams: each must hold its prompt and its whole answer
+    # room for every sequence's prompt and whole answer
     per_seq = -(-(max(len(p) for p in prompts) + max_tokens + 1) // 256) * 256
     params = type(llm.context_params).from_buffer_copy(llm.context_params)
     params.n_ctx = per_seq * n
     params.n_batch = params.n_ubatch = max(_BATCH, n)
     params.n_seq_max = n
-    params.kv_unified = False  # measured on the embedded Gemma, 8 probes x 256 tokens: 88-89 tok/s, 71-80 unified
+    # One KV buffer for all streams. Per-stream buffers (kv_unified off) make llama.cpp put only consecutive
+    # sequence ids in one ubatch, so once an answer ends early a step takes several passes: measured with the
+    # CPU default's f16 base + a trained adapter, 8 probes, one ending early, unified 19.2-23.7 s against
+    # 25.7-30.8 s, answers of the same lengths (the texts differ in places: the two layouts do not sum
+    # attention in the same order) (bench/results/probe_kv_layout.json); with no early end, on the q4_k_m
+    # GGUF, per-stream was ahead (88-89 against 71-80 tokens/s).
+    params.kv_unified = True
     params.embeddings = False
     ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
     batch = None
