@@ -133,7 +133,8 @@ def test_more_broken_probe_answers_refuse_only_beyond_sampling_noise():
     literal = GateThresholds(probe_alpha=0)  # any excess refuses
     assert decide(make_report(cand_flags=3, live_flags=2), literal).reasons[0].endswith("model's 2 of 8.")
     # too few probes for any outcome to fall to alpha (2 of 2 against 0 of 2: p 0.17): the literal rule
-    assert not decide(make_report(cand_flags=2, live_flags=1, n_probes=2)).deploy
+    small = decide(make_report(cand_flags=2, live_flags=1, n_probes=2))
+    assert not small.deploy and small.reasons[0].endswith("model's 1 of 2.")  # no p: it did not decide
     assert not decide(make_report(cand_flags=3, live_flags=2), literal).deploy
     assert decide(make_report(cand_flags=3, live_flags=2), GateThresholds(probe_alpha=0, probe_tolerance=1)).deploy
 

@@ -107,7 +107,8 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
     else:
         failed.append(f"The candidate loops or invents turns in {cand.flagged} of {len(cand.probes)} probe answers, "
                       f"more than the {ref_name} model's {ref.flagged} of {len(ref.probes)}"
-                      + (f" (p {p:.3f} by chance, at most {t.probe_alpha})." if t.probe_alpha > 0 else "."))
+                      # p named only where it decided: with too few probes the literal rule did
+                      + (f" (p {p:.3f} by chance, at most {t.probe_alpha})." if 0 < p <= t.probe_alpha else "."))
 
     if cand.regurgitation_share <= t.max_regurgitation_share:
         passed.append(f"regurgitation {cand.regurgitation_share:.0%} <= {t.max_regurgitation_share:.0%}")
