@@ -243,3 +243,21 @@ def test_disk_full_during_a_checkpoint_save_leaves_the_previous_one_loadable(cur
     assert any("checkpoint-4: not sealed" in m for m in logs), logs
     report = run_training(c.curated_path, c.training_dir, cfg, home=c.home_dir, log=logs.append)
     assert "resuming from checkpoint-2" in logs and report.status == "resumed" and report.metrics["global_step"] == 6
+
+
+def test_the_last_step_s_evaluation_is_the_final_eval_loss_not_run_again(curated, tiny_base, tmp_path, monkeypatch):
+    """The trainer evaluated at its last step (eval_steps divides max_steps): that loss is the final one, and the
+    eval set is not run a third time (base model, last step, and again after train() on the old code)."""
+    from trl import SFTTrainer
+
+    calls = []
+    real = SFTTrainer.evaluate
+    monkeypatch.setattr(SFTTrainer, "evaluate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    c = curated
+    report = run_training(c.curated_path, tmp_path / "run", tiny_cfg(tiny_base, max_steps=2, eval_steps=2),
+                          eval_path=c.eval_path, home=c.home_dir)
+    history = AdapterManifest.read_if_exists(Path(report.final_dir)).log_history
+    last = [h for h in history if "eval_loss" in h][-1]
+    assert last["step"] == report.metrics["global_step"] == 2
+    assert report.metrics["eval_loss"] == last["eval_loss"]
+    assert len(calls) == 2, len(calls)  # the base model's, and the one at step 2
