@@ -196,16 +196,18 @@ def read_adapter_metadata(path: Path) -> dict:
 
 def adapter_base_problems(adapter_gguf: Path, base_gguf: Path, base_sha256: str | None = None) -> list[str]:
     """Why the adapter does not fit the base GGUF (empty when it fits): architecture, the recorded base
-    sha256, and every lora_a/lora_b shape against the base tensor it adapts. Reads headers only."""
-    from gguf import GGUFReader
+    sha256, and every lora_a/lora_b shape against the base tensor it adapts. Reads headers only, through
+    serving's header reader: gguf.GGUFReader decodes the whole vocabulary first, which made this check most
+    of the 7.6 s adapter export of the H100 nightly (Llama 3.1's 128k tokens and 280k merges) and ~20 s on the
+    embedded Gemma's 262k tokens here."""
+    from serving.gguf_header import read_gguf_header
 
-    adapter, base = GGUFReader(str(adapter_gguf)), GGUFReader(str(base_gguf))
-    meta = {k: f.contents() for k, f in adapter.fields.items() if k in ("general.type", "general.architecture",
-                                                                        "forge.base_gguf_sha256")}
+    adapter, base = read_gguf_header(Path(adapter_gguf)), read_gguf_header(Path(base_gguf))
+    meta = adapter.metadata
     problems = []
     if meta.get("general.type") != "adapter":
-        problems.append(f"{adapter_gguf.name} is not an adapter GGUF (general.type={meta.get('general.type')!r})")
-    base_arch = base.fields["general.architecture"].contents()
+        problems.append(f"{Path(adapter_gguf).name} is not an adapter GGUF (general.type={meta.get('general.type')!r})")
+    base_arch = base.metadata.get("general.architecture")
     if meta.get("general.architecture") != base_arch:
         problems.append(f"adapter architecture {meta.get('general.architecture')!r} != base {base_arch!r}")
     recorded = meta.get("forge.base_gguf_sha256")
