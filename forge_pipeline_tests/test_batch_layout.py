@@ -37,14 +37,21 @@ def test_reflection_length_data_is_packed_on_the_fast_gpu_path_at_equal_effectiv
     gpu = choose_packing(reflections, batch_size=4, grad_accum=4, max_length=1024, fast_packed_attention=True)
     assert gpu.packing and 3.5 < gpu.examples_per_row < 4.5
     # examples per optimizer step stay close to the unpacked 4 x 4 = 16, so the step count stays comparable
-    assert gpu.gradient_accumulation_steps == 1 and 12 <= 4 * gpu.gradient_accumulation_steps * gpu.examples_per_row <= 20
+    per_step = gpu.batch_size * gpu.gradient_accumulation_steps * gpu.examples_per_row
+    assert gpu.gradient_accumulation_steps == 1 and 14 <= per_step <= 18
+    # the H100 nightly's data (309 tokens per example on average): 5 rows in one micro-batch, ~15.5 examples
+    # per step; rounding accumulation alone gave 4 rows (13 examples, 123 steps for the seed's 96)
+    nightly = choose_packing([309] * 500, 4, 4, 1024, fast_packed_attention=True)
+    assert (nightly.batch_size, nightly.gradient_accumulation_steps) == (5, 1)
     slow = choose_packing(reflections, 4, 4, 1024, fast_packed_attention=False)  # CPU, or per-example SDPA
-    assert not slow.packing and slow.gradient_accumulation_steps == 4
+    assert not slow.packing and slow.gradient_accumulation_steps == 4 and slow.batch_size == 4
     long_docs = choose_packing([700, 900, 1000] * 50, 4, 4, 1024, fast_packed_attention=True)
     assert not long_docs.packing and long_docs.gradient_accumulation_steps == 4
     big_batch = choose_packing([128] * 100, 4, 16, 1024, fast_packed_attention=True)
-    assert big_batch.packing and big_batch.gradient_accumulation_steps == 2  # 16 / 8 examples per row
-
+    assert big_batch.packing and (big_batch.batch_size, big_batch.gradient_accumulation_steps) == (8, 1)  # 64 / 8
+    # more rows than twice the configured batch: accumulated micro-batches of the configured size
+    huge = choose_packing([128] * 100, 4, 32, 1024, fast_packed_attention=True)
+    assert (huge.batch_size, huge.gradient_accumulation_steps) == (4, 4)  # 128 examples / 8 per row = 16 rows
 
 def test_layout_follows_the_packing_choice_only_when_packing_is_unset():
     from types import SimpleNamespace
@@ -64,6 +71,7 @@ def test_layout_follows_the_packing_choice_only_when_packing_is_unset():
     unset = resolve_training_config({}, "cuda")
     layout = choose_layout(unset, "unsloth", fast, rows, cuda=True)
     assert layout.packing and layout.description == "packed (bfd)" and layout.gradient_accumulation_steps == 1
+    assert layout.batch_size == 3  # 16 examples of ~201 tokens, 5.1 to a 1024-token row
     off = choose_layout(resolve_training_config({"packing": False}, "cuda"), "unsloth", fast, rows, cuda=True)
     assert not off.packing and off.gradient_accumulation_steps == 4
     cpu = choose_layout(resolve_training_config({}, "cpu"), "transformers", fast, rows, cuda=False)

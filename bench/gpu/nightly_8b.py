@@ -146,7 +146,8 @@ def nightly(model_dir: Path, work: Path) -> dict:
     return {"stage": "nightly", "data_seed": seed, **stages, "adapter_size_mb": exp.size_mb, "training_status": report.status,
             "global_step": m.get("global_step"), "train_loss": m.get("train_loss"), "eval_loss": m.get("eval_loss"),
             "tokens_seen": m.get("tokens_seen"), "steady_tokens_per_s": m.get("steady_tokens_per_s"),
-            "batch_layout": m.get("batch_layout"), "peak_memory_gib": m.get("peak_memory_gib"),
+            "batch_layout": m.get("batch_layout"), "batch_size_used": m.get("batch_size_used"),
+            "gradient_accumulation_used": m.get("gradient_accumulation_used"), "peak_memory_gib": m.get("peak_memory_gib"),
             "evaluation_timings": getattr(ev, "timings", None), "gate_deploy": decision.deploy,
             "gate_reasons": decision.reasons,
             "swap_response": r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text[:300]}

@@ -26,6 +26,7 @@ class Layout:
     gradient_accumulation_steps: int
     description: str  # "packed (bfd)" | "padding-free" | "padded"
     padding_waste: Optional[float]  # expected padding share of padded batches, when measured
+    batch_size: int = 0  # rows per micro-batch; 0: the configured batch_size
 
 
 @dataclass
@@ -74,7 +75,7 @@ def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: 
     (a sample of 512): packing by batch_layout.choose_packing, padding-free (unsloth's unpacked batches
     only; packing is always padding-free and the transformers backend keeps padded rows) by
     choose_padding_free."""
-    accum = cfg.gradient_accumulation_steps
+    accum, batch = cfg.gradient_accumulation_steps, cfg.batch_size
     needs_lengths = (cfg.packing is None and cuda) or (cfg.padding_free is None and backend == "unsloth")
     lengths = []
     if needs_lengths:
@@ -86,9 +87,9 @@ def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: 
     if cfg.packing is None and cuda:
         fast = (loaded.packed_attention or "").startswith("torch varlen flash")
         choice = choose_packing(lengths, cfg.batch_size, accum, cfg.max_seq_length, fast_packed_attention=fast)
-        packing, accum = choice.packing, choice.gradient_accumulation_steps
+        packing, accum, batch = choice.packing, choice.gradient_accumulation_steps, choice.batch_size or batch
     if packing:
-        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None)
+        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch)
     if cfg.padding_free is not None or backend != "unsloth":
         return Layout(False, cfg.padding_free, accum, "padding-free" if cfg.padding_free else "padded", None)
     padding_free, waste = choose_padding_free(lengths, cfg.batch_size, cfg.max_seq_length)
@@ -173,7 +174,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         }, trainer.state.log_history)
 
     reset_peak_memory(cuda)
-    result = run_with_oom_backoff(session, cfg.batch_size, layout.gradient_accumulation_steps, log)
+    result = run_with_oom_backoff(session, layout.batch_size or cfg.batch_size, layout.gradient_accumulation_steps, log)
     trainer, history = result.trainer, result.log_history
     t_final = time.time()
     last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
