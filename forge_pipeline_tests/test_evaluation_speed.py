@@ -138,12 +138,14 @@ def test_a_grown_eval_split_scores_only_its_new_conversations(lab, tmp_path, mon
     write_jsonl(grown, eval_rows(7))  # the 6 of lab's eval.jsonl, then one new
     kw = dict(adapter_dir=lab["cand"], probes=PROBES, sampling=SAMPLING, cache_dir=cache, log=lambda m: None)
     evaluate_models(cand, ServedModel(lab["base"]), eval_path=lab["w"] / "eval.jsonl", **kw)
-    scored = []
-    real = ev.metrics.token_nll
+    scored, fidelity = [], []
+    real, real_fid = ev.metrics.token_nll, ev.metrics.sparse_kl_top1_nll
     monkeypatch.setattr(ev.metrics, "token_nll", lambda *a, **k: scored.append(1) or real(*a, **k))
+    monkeypatch.setattr(ev.metrics, "sparse_kl_top1_nll", lambda *a, **k: fidelity.append(1) or real_fid(*a, **k))
     report = evaluate_models(cand, ServedModel(lab["base"]), eval_path=grown, **kw)
-    # the candidate's 7 (its loss comes with the fidelity pass) and the base's 1 new conversation
-    assert len(scored) == 7 + 1, len(scored)
+    # the candidate's 7 (its loss comes with the fidelity pass, in one normalization when the trainer's
+    # reference is there) and the base's 1 new conversation
+    assert len(fidelity) + len(scored) == 7 + 1, (len(fidelity), len(scored))
     assert not report.base.loss_cached
     seqs = training_sequences(ReferenceModel(lab["cand"]).tokenizer, read_jsonl(grown), 1024)
     assert report.base.eval_loss == pytest.approx(math.log(gguf_perplexity(lab["base"], seqs)), rel=1e-4)
@@ -258,3 +260,25 @@ def test_the_trainer_writes_the_reference_logits_the_evaluation_uses(lab, tmp_pa
     assert full.fidelity.reference == "hf" and sparse.fidelity.kld_mean <= full.fidelity.kld_mean * (1 + 1e-6)
     assert sparse.fidelity.top1_agreement == full.fidelity.top1_agreement
     assert sparse.candidate.eval_loss == full.candidate.eval_loss
+
+
+def test_one_pass_fidelity_and_loss_equal_the_two_separate_computations():
+    """The fidelity pass normalizes each conversation's logits once for the KLD, top-1 and the loss; the three
+    equal sparse_kl_and_top1 and an NLL computed with numpy in float64."""
+    from forge_pipeline.evaluation import metrics
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (12, 300)).astype(np.float32)
+    ref = rng.normal(0, 3, (12, 300))
+    ref_lp = ref - np.log(np.exp(ref).sum(-1, keepdims=True))
+    top = np.argsort(-ref_lp, axis=-1)[:, :16]
+    top_lp = np.take_along_axis(ref_lp, top, -1)
+    tail = np.log(1 - np.exp(top_lp).sum(-1))
+    targets = list(rng.integers(0, 300, 12))
+    kl, agree, nll = metrics.sparse_kl_top1_nll(top, top_lp, tail, logits, targets)
+    kl2, agree2 = metrics.sparse_kl_and_top1(top, top_lp, tail, logits)
+    x = logits.astype(np.float64)
+    lp = x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    np.testing.assert_allclose(kl, kl2, rtol=1e-12)
+    assert (agree == agree2).all()
+    np.testing.assert_allclose(nll, -lp[np.arange(12), targets], rtol=1e-10)

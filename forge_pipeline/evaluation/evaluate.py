@@ -97,6 +97,18 @@ class _LossCache:
             atomic_write_json(self.path, self.known)
 
 
+class _Laps:
+    """Successive intervals into ``timings`` under ``prefix``: lap("x_s") records the time since the last lap."""
+
+    def __init__(self, timings: dict[str, float], prefix: str):
+        self.timings, self.prefix, self.t = timings, prefix, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[self.prefix + name] = now - self.t
+        self.t = now
+
+
 def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], identity: str,
           cache_dir: Path | None) -> tuple[float | None, int, bool]:
     """Token-weighted eval loss of ``model`` on ``seqs``; the third value says every conversation came from
@@ -131,12 +143,12 @@ def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse,
             served = cand.logits(ids, start - 1)[:-1]  # rows start-1 .. len-2: the answer positions
             key = sequence_key(ids, start)
             if sparse is not None:
-                kl, ag = metrics.sparse_kl_and_top1(*sparse.rows[key], served)
+                kl, ag, nll = metrics.sparse_kl_top1_nll(*sparse.rows[key], served, ids[start:])
             else:
                 kl, ag = metrics.kl_and_top1(ref.logits(ids)[start - 1:len(ids) - 1], served)
+                nll = metrics.token_nll(served, ids, start, rows_from=start - 1)
             kls.append(kl)
             agree.append(ag)
-            nll = metrics.token_nll(served, ids, start, rows_from=start - 1)
             losses.put(key, nll)
             total, n = total + float(nll.sum()), n + len(nll)
     finally:
@@ -264,14 +276,18 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
     models = OneModelAtATime(n_ctx, n_threads)
     try:
         t = time.perf_counter()
+        lap = _Laps(timings, "candidate_")  # the parts of candidate_loss_fidelity_s
         cand = models.get(candidate)
+        lap("load_s")
         round_trip = _round_trip(cand, tok, rows, seqs)
         from forge_pipeline.evaluation.reference_logits import load_reference_logits
 
         sparse, why = load_reference_logits(adapter_dir, tok, seqs, cand.n_vocab, max_len)
         if sparse is None:
             log(f"fidelity against the trained model loaded again ({why})")
+        lap("round_trip_reference_s")
         kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse, _LossCache(cache_dir, idents["candidate"]))
+        lap("scoring_s")
         quant = gguf_quantization(candidate.gguf)
         fidelity = Fidelity(kld_mean=float(kl_all.mean()), kld_p99=float(np.quantile(kl_all, 0.99)),
                             top1_agreement=float(agree_all.mean()), positions=int(len(kl_all)), quantization=quant,
@@ -282,6 +298,7 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         cand_general = [cand.logits(ids)[:-1] for ids in general]  # for the drift KLD against the base
         cand_template = cand.used_template
         cand_vocab = (cand.n_vocab, cand.vocabulary_sha256()) if live is not None and not cand.shares_base(live) else None
+        lap("general_s")
         timings["candidate_loss_fidelity_s"] = time.perf_counter() - t
         log(f"candidate: eval loss {results['candidate'].eval_loss:.4f}, KLD {fidelity.kld_mean:.5f} ({quant}, "
             f"reference {fidelity.reference})")
