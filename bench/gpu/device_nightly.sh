@@ -3,8 +3,9 @@
 # CUDA build of llama-cpp-python alone took 299 s on 16 cores, measured 2026-11-25):
 #   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data
 #   bash bench/gpu/device_nightly.sh night0  # night 0 (its export builds the base GGUF once)
-#   bash bench/gpu/device_nightly.sh nights  # two timed nightlies on two nights' data (seeds 1 and 2)
+#   bash bench/gpu/device_nightly.sh nights  # three timed nightlies on three nights' data (seeds 1-3)
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
+#   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
 . .device/device_setup.sh .device
@@ -18,17 +19,24 @@ setup)
     python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/llama .device/llama_cpp_python.tar.gz \
     > /tmp/build.log 2>&1; echo "{\"stage\": \"llama_cpp_cuda_build\", \"rc\": $?, \"s\": $(( $(date +%s) - t ))}" > /tmp/build.json ) &
   python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
+  # where the nightly's ~29 s of imports go (measured while the build runs: shares, not absolute times)
+  python3 -X importtime -c "import unsloth; import trl; from trl import SFTTrainer" 2> /tmp/importtime.log
+  sort -t'|' -k2 -n -r /tmp/importtime.log | head -40 > "$OUT/importtime_top.txt"
   wait
   tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl" ;;
 night0)  # right after setup (the machine stays warm ~30 s): its export builds the resident base GGUF (~150 s once)
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -5 "$OUT/night0.log" ;;
-nights)  # timed nightlies against a server on the base GGUF, each on a later night's data
-  for seed in 1 2; do
+nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: the default
+  # layout on nights 1 and 3, the previous packed layout (4 rows x 1 per step) on night 2, in this one command
+  for seed in 1 2 3; do
+    if [ $seed = 2 ]; then export BENCH_OVERRIDES='{"packing": true, "gradient_accumulation_steps": 1}'; else unset BENCH_OVERRIDES; fi
     BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
     cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
   done ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
+peer2)
+  python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat2 ;;
 esac
 ls -la "$W" "$OUT"

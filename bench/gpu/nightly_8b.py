@@ -43,7 +43,9 @@ def prepare(model_dir: Path, work: Path) -> dict:
         subprocess.run([sys.executable, str(bare), "make", str(model_dir)], check=True)
     use_sentencepiece_tokenizer(model_dir)
     work.mkdir(parents=True, exist_ok=True)
-    make_data(work / "train-0.jsonl", str(model_dir), 500, (100, 400), seed=0)
+    # nights 0-3: the timed nightlies find their data made (it was made inside the timed process before)
+    for seed in (0, 1, 2, 3):
+        make_data(work / f"train-{seed}.jsonl", str(model_dir), 500, (100, 400), seed=seed)
     make_data(work / "eval.jsonl", str(model_dir), 50, (100, 400), seed=99)
     # The nightly's eval split: the vault grew since night 0, so 5 of its 50 conversations are new.
     make_data(work / "eval-new.jsonl", str(model_dir), 5, (100, 400), seed=98)
@@ -72,6 +74,10 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     overrides = {"base_model": str(model_dir), "backend": BACKEND, "min_examples": 1, "max_steps": max_steps}
     if BACKEND != "unsloth":  # the CPU dry run: a few short steps
         overrides.update(max_steps=2, max_seq_length=128)
+    # BENCH_OVERRIDES: training settings for a side-by-side variant, e.g. the previous packed layout
+    # {"packing": true, "gradient_accumulation_steps": 1} (4 rows x 1 per step)
+    overrides.update(json.loads(os.environ.get("BENCH_OVERRIDES") or "{}"))
+    stages["overrides"] = json.loads(os.environ.get("BENCH_OVERRIDES") or "{}")
     cfg = resolve_training_config(overrides, DEVICE)
     t = time.time()
     report = run_training(data, home / "training", cfg, eval_path=work / _eval_split(data_seed), home=home,

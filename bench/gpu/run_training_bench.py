@@ -11,7 +11,7 @@ to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
 wrapped strategy) that chose the defaults. `repeat` runs bare, forge 4x512 and forge 4x2048 in turn three times, then
-forge packed once: the side-by-side figures with their spread.
+forge packed once: the side-by-side figures with their spread; `repeat2` the same alternation twice, without packed.
 """
 from __future__ import annotations
 
@@ -44,11 +44,11 @@ def build_plan(name: str, model_dir: str, bare: str) -> list[list[str]]:
     shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
     plan = [] if (Path(model_dir) / "config.json").exists() else [[sys.executable, bare, "make", model_dir]]
     packed = shape + ["unsloth", "--seq", "2048", "--packing"]
-    if name == "repeat":  # bare and forge alternating, three rounds: 4x512 moves +-20% run to run
-        for _ in range(3):
+    if name in ("repeat", "repeat2"):  # bare and forge alternating, three rounds: 4x512 moves +-20% run to run
+        for _ in range(3 if name == "repeat" else 2):
             plan.append([sys.executable, bare, "unsloth", model_dir])
             plan += [shape + ["unsloth", "--seq", seq] for seq in ("512", "2048")]
-        return plan + [packed]
+        return plan + [packed] if name == "repeat" else plan
     plan.append([sys.executable, bare, "unsloth", model_dir])
     backends = ("unsloth",) if name == "explore" else ("unsloth", "transformers")
     plan += [shape + [backend, "--seq", seq] for backend in backends for seq in ("512", "2048")]
