@@ -27,11 +27,16 @@ setup)
 night0)  # right after setup (the machine stays warm ~30 s): its export builds the resident base GGUF (~150 s once)
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -5 "$OUT/night0.log" ;;
-nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: the default
-  # layout on nights 1 and 3, the previous packed layout (4 rows x 1 per step) on night 2, in this one command
+nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: this tree on
+  # nights 1 and 3; on night 2 the code before this round's changes (BEFORE: that commit's tree, carried in
+  # .bench_before), so before and after run on one machine in one command
   for seed in 1 2 3; do
-    if [ $seed = 2 ]; then export BENCH_OVERRIDES='{"packing": true, "gradient_accumulation_steps": 1}'; else unset BENCH_OVERRIDES; fi
-    BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
+    if [ $seed = 2 ] && [ -d "${BEFORE:-.bench_before}" ]; then
+      ( cd "${BEFORE:-.bench_before}" && PYTHONPATH=/tmp/llama:$PWD:/tmp/site BENCH_DATA_SEED=$seed \
+        python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT" | sed 's/^{/{"code": "before", /' )
+    else
+      BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
+    fi
     cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
   done ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
