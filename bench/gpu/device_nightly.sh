@@ -26,7 +26,10 @@ setup)
   tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl" ;;
 night0)  # right after setup (the machine stays warm ~30 s): its export builds the resident base GGUF (~150 s once)
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
-  tail -5 "$OUT/night0.log" ;;
+  tail -5 "$OUT/night0.log"
+  # back-translated user turns on the GPU path (issue 12), generating with the base GGUF night 0 built
+  python3 -m bench.gpu.backtranslate_gpu "$(ls "$W"/home/base_models/gguf/*/base-*.gguf | head -1)" \
+    2> "$OUT/backtranslate.log" | tee -a "$OUT/nightly_runs.jsonl"; tail -3 "$OUT/backtranslate.log" ;;
 nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: this tree on
   # nights 1 and 3; on night 2 the code before this round's changes (BEFORE: that commit's tree, carried in
   # .bench_before), so before and after run on one machine in one command
