@@ -282,3 +282,38 @@ def test_one_pass_fidelity_and_loss_equal_the_two_separate_computations():
     np.testing.assert_allclose(kl, kl2, rtol=1e-12)
     assert (agree == agree2).all()
     np.testing.assert_allclose(nll, -lp[np.arange(12), targets], rtol=1e-10)
+
+
+def test_reference_logits_of_conversations_batched_together_equal_one_at_a_time(lab, tmp_path):
+    """Right-padded conversations of different lengths in one forward give each conversation the rows it gets
+    alone (the trainer's reference was 50 forwards of one conversation: 6.7 s for the 8B on the H100)."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forge_pipeline.evaluation.reference_logits import FILE, _batches, write_reference_logits
+
+    rows = eval_rows(5)
+    for i, r in enumerate(rows):  # answers of 1 to 5 times the length
+        r["messages"][1]["content"] = " ".join([r["messages"][1]["content"]] * (i + 1))
+    write_jsonl(tmp_path / "eval.jsonl", rows)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(lab["base_hf"]), dtype=torch.float32),
+                                      str(lab["cand"]))
+    tok = AutoTokenizer.from_pretrained(str(lab["cand"]))
+    files = {}
+    for name, budget in (("alone", 1), ("together", 2**30)):
+        folder = tmp_path / name
+        shutil.copytree(lab["cand"], folder)
+        write_reference_logits(model, tok, folder, tmp_path / "eval.jsonl", max_seq_length=1024, top_k=64,
+                               batch_bytes=budget)
+        files[name] = dict(np.load(folder / FILE))
+    assert len({len(x) for x in files["alone"]["keys"]}) == 1 and len(files["alone"]["keys"]) == 5
+    assert (files["alone"]["ids"] == files["together"]["ids"]).all()
+    np.testing.assert_allclose(files["together"]["logp"], files["alone"]["logp"], atol=1e-5)
+    np.testing.assert_allclose(files["together"]["tail"], files["alone"]["tail"], atol=1e-5)
+    # the grouping itself: within the budget, one row at least, order kept
+    seqs = [([0] * n, 1) for n in (3, 5, 2, 9)]
+    assert [[len(s) for s, _ in g] for g in _batches(seqs, 10)] == [[3, 5], [2], [9]]
+    assert [len(g) for g in _batches(seqs, 1)] == [1, 1, 1, 1]

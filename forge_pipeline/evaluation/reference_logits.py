@@ -48,11 +48,31 @@ class SparseReference:
     top_k: int
 
 
+def _batch_bytes(device) -> int:
+    """How many bytes of float32 logits one forward may return: each conversation was its own forward, 134 ms
+    apiece for the 8B on the H100 (6.7 s for 50, bench/results/gpu_nightly_h100.json), mostly per-call cost."""
+    return 2 * 2**30 if getattr(device, "type", "cpu") == "cuda" else 256 * 2**20
+
+
+def _batches(seqs: list[tuple[list[int], int]], max_tokens: int):
+    """Consecutive groups whose padded size (rows x longest row) stays within max_tokens (one row at least)."""
+    group: list[tuple[list[int], int]] = []
+    for item in seqs:
+        if group and (len(group) + 1) * max(len(item[0]), *(len(g[0]) for g in group)) > max_tokens:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
 def write_reference_logits(model, tokenizer, adapter_dir: Path, eval_path: Path, max_seq_length: int,
-                           top_k: int = TOP_K, max_rows: int = MAX_ROWS) -> Path | None:
+                           top_k: int = TOP_K, max_rows: int = MAX_ROWS, batch_bytes: int | None = None) -> Path | None:
     """Write adapter_dir/reference_logits.npz from ``model`` (a PEFT model in memory, any device); None when
     there is no eval split. The adapter must already be published in ``adapter_dir`` (its weights' sha256 is
-    recorded, so a later adapter never pairs with this file)."""
+    recorded, so a later adapter never pairs with this file). Conversations go through the model together,
+    right-padded, as many as ``batch_bytes`` of float32 logits allow (default: 2 GiB on CUDA, 256 MiB on a
+    CPU); 1 byte gives one conversation per forward."""
     import torch
 
     from forge_pipeline.evaluation.reference import training_sequences
@@ -69,23 +89,34 @@ def write_reference_logits(model, tokenizer, adapter_dir: Path, eval_path: Path,
     keys, offsets, ids_out, lp_out, tail_out, n = [], [0], [], [], [], 0
     old_env = os.environ.get("UNSLOTH_RETURN_LOGITS")
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # unsloth leaves logits empty during training unless asked
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0) or 262_144
     try:
         with torch.no_grad():
-            for ids, start in seqs:
-                logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, start - 1:len(ids) - 1]
-                if logits.shape[0] != len(ids) - start or logits.ndim != 2:
-                    raise RuntimeError(f"the model returned logits of shape {tuple(logits.shape)}")
-                n = logits.shape[-1]
-                # float64 from the model's own float32 logits, as the full reference is computed: float32
-                # log-probs would carry ~1e-7 errors, above the ~1e-8 KLD of an f16 export (measured)
-                lp = torch.log_softmax(logits.float().double(), dim=-1)
-                top = torch.topk(lp, min(top_k, n), dim=-1)  # sorted: column 0 is the argmax
-                rest = lp.scatter(-1, top.indices, float("-inf"))
-                keys.append(sequence_key(ids, start))
-                ids_out.append(top.indices.int().cpu().numpy())
-                lp_out.append(top.values.cpu().numpy())
-                tail_out.append(torch.logsumexp(rest, dim=-1).cpu().numpy())
-                offsets.append(offsets[-1] + logits.shape[0])
+            for group in _batches(seqs, max(1, (batch_bytes or _batch_bytes(device)) // (4 * vocab))):
+                # right-padded rows: a causal model's logits at a real position never see the padding
+                width = max(len(ids) for ids, _ in group)
+                batch = torch.zeros((len(group), width), dtype=torch.long, device=device)
+                mask = torch.zeros_like(batch)
+                for i, (ids, _) in enumerate(group):
+                    batch[i, :len(ids)] = torch.tensor(ids, device=device)
+                    mask[i, :len(ids)] = 1
+                all_logits = model(input_ids=batch, attention_mask=mask).logits
+                for i, (ids, start) in enumerate(group):
+                    logits = all_logits[i, start - 1:len(ids) - 1]
+                    if logits.shape[0] != len(ids) - start or logits.ndim != 2:
+                        raise RuntimeError(f"the model returned logits of shape {tuple(all_logits.shape)}")
+                    n = logits.shape[-1]
+                    # float64 from the model's own float32 logits, as the full reference is computed: float32
+                    # log-probs would carry ~1e-7 errors, above the ~1e-8 KLD of an f16 export (measured)
+                    lp = torch.log_softmax(logits.float().double(), dim=-1)
+                    top = torch.topk(lp, min(top_k, n), dim=-1)  # sorted: column 0 is the argmax
+                    rest = lp.scatter(-1, top.indices, float("-inf"))
+                    keys.append(sequence_key(ids, start))
+                    ids_out.append(top.indices.int().cpu().numpy())
+                    lp_out.append(top.values.cpu().numpy())
+                    tail_out.append(torch.logsumexp(rest, dim=-1).cpu().numpy())
+                    offsets.append(offsets[-1] + logits.shape[0])
+                del all_logits
     finally:
         if old_env is None:
             os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
