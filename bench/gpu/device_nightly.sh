@@ -41,7 +41,9 @@ nights)  # timed nightlies against a server on the base GGUF, each on a later ni
       BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
     fi
     cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
-  done ;;
+  done
+  # the Dagster job's export validation, which the timed nightly leaves out, timed on its own
+  python3 -m bench.gpu.nightly_8b validate "$M" "$W" 2> "$OUT/validate.log" | tee -a "$OUT/nightly_runs.jsonl" ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
 peer2)

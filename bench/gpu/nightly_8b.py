@@ -6,6 +6,7 @@ unsloth peer runs in the same command (bench/results/gpu_nightly_h100.json).
     python -m bench.gpu.nightly_8b base MODEL_DIR WORK        # night 0: a short run whose export builds the base GGUF once
     python -m bench.gpu.nightly_8b run MODEL_DIR WORK OUT     # serving on the base, then the timed nightly process
     python -m bench.gpu.nightly_8b nightly MODEL_DIR WORK     # (the timed process itself; `run` starts it)
+    python -m bench.gpu.nightly_8b validate MODEL_DIR WORK    # the export validation the nightly leaves out
 
 The nightly process is a fresh interpreter, so its imports (unsloth, transformers, trl: ~31-36 s measured on
 this card) count, as they do at 03:00. The data is 500 reflection-length examples (100-400 tokens) x 3
@@ -159,6 +160,27 @@ def nightly(model_dir: Path, work: Path) -> dict:
             "swap_response": r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text[:300]}
 
 
+def validate(model_dir: Path, work: Path) -> dict:
+    """The export validation the Dagster job runs and the timed nightly leaves out (export_model(validate=False)):
+    the newest adapter export loaded and answered in a child llama.cpp process, and its perplexity against the
+    Hugging Face base + adapter on the eval split. Timed on its own, so the job's extra cost is known."""
+    t = time.time()
+    _import_unsloth()
+    imports_s = round(time.time() - t, 2)
+    from forge_pipeline.export.manifest import read_last_export
+    from forge_pipeline.export.pipeline import validate_export
+    from forge_pipeline.files import read_jsonl
+
+    home = work / "home"
+    manifest, folder = read_last_export(home / "models", home)
+    adapter_dir = home / "training" / "final"
+    t = time.time()
+    v = validate_export(manifest.base_path(home), model_dir, read_jsonl(work / _eval_split(1)), manifest.quantization,
+                        lora=manifest.gguf_path(folder), adapter_dir=adapter_dir, tokenizer_dir=adapter_dir)
+    return {"stage": "export_validation", "imports_s": imports_s, "validate_s": round(time.time() - t, 2),
+            **{k: v.get(k) for k in ("loads", "has_chat_template", "perplexity_ratio", "parity_ok", "load_error")}}
+
+
 def run(model_dir: Path, work: Path, out: Path) -> None:
     import httpx
 
@@ -204,7 +226,7 @@ def main() -> None:
     if mode == "run":
         run(model_dir, work, Path(sys.argv[4]))
         return
-    row = {"prepare": prepare, "base": base, "nightly": nightly}[mode](model_dir, work)
+    row = {"prepare": prepare, "base": base, "nightly": nightly, "validate": validate}[mode](model_dir, work)
     print(json.dumps(row), flush=True)
 
 
