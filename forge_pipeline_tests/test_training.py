@@ -261,3 +261,149 @@ def test_the_last_step_s_evaluation_is_the_final_eval_loss_not_run_again(curated
     assert last["step"] == report.metrics["global_step"] == 2
     assert report.metrics["eval_loss"] == last["eval_loss"]
     assert len(calls) == 2, len(calls)  # the base model's, and the one at step 2
+
+
+# ---- GGUF arrays without gguf.GGUFReader (serving.gguf_header, base_model._write_sentencepiece_tokenizer) ------
+
+# GGUF value type -> values for one array of that type (7: bool; 8: string)
+_GGUF_ARRAYS = {0: [0, 7, 255], 1: [-128, 0, 127], 2: [0, 65535, 3], 3: [-32768, 5, 32767], 4: [0, 2**32 - 1, 9],
+                5: [-2**31, 1, 2**31 - 1], 6: [0.1, -2.5, 3.0e38], 7: [True, False, True], 10: [0, 2**64 - 1, 11],
+                11: [-2**63, 12, 2**63 - 1], 12: [0.1, -1e300, 2.0]}
+
+
+def _write_test_gguf(path: Path) -> list[str]:
+    """A GGUF holding an array of every numeric type, a string array of ~1.6 MB (more than one of the reader's
+    chunks: empty, non-ASCII and a 1.1 MB string among them), a scalar after them and one tensor."""
+    import gguf
+    import numpy as np
+
+    strings = [f"▁tok{i}é日本" * (i % 40) for i in range(4000)] + ["", "x" * 1_100_000, "<end_of_turn>"]
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_key_value("test.strings", strings, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.STRING)
+    for vtype, values in _GGUF_ARRAYS.items():
+        w.add_key_value(f"test.array{vtype}", values, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType(vtype))
+    w.add_uint32("test.after", 42)
+    w.add_tensor("t.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return strings
+
+
+def test_gguf_header_reads_the_arrays_asked_for_as_ggufreader_does(tmp_path):
+    """read_gguf_header(arrays=...) against gguf.GGUFReader, the independent reference: every numeric type and a
+    multi-chunk string array equal GGUFReader's field.contents(); arrays not asked for stay their length; what
+    follows the arrays (a scalar, the tensor table, the data offset) is read the same either way. A truncated
+    or crafted copy is refused with a GGUFHeaderError naming the problem."""
+    from gguf import GGUFReader
+
+    from serving.gguf_header import GGUFHeaderError, read_gguf_header
+
+    path = tmp_path / "arrays.gguf"
+    strings = _write_test_gguf(path)
+    fields = GGUFReader(str(path)).fields
+    keys = ["test.strings"] + [f"test.array{t}" for t in _GGUF_ARRAYS]
+    full = read_gguf_header(path, arrays=keys)
+    assert full.metadata["test.strings"] == fields["test.strings"].contents() == strings
+    for vtype in _GGUF_ARRAYS:
+        got = full.metadata[f"test.array{vtype}"]
+        assert got.tolist() == fields[f"test.array{vtype}"].contents(), vtype
+        assert [type(v) for v in got.tolist()] == [type(v) for v in fields[f"test.array{vtype}"].contents()], vtype
+    assert full.metadata["test.array4"].tolist() == _GGUF_ARRAYS[4]  # not just equal to the reference: right
+    lengths = read_gguf_header(path)
+    assert lengths.metadata["test.strings"] == len(strings) and lengths.metadata["test.array6"] == 3
+    part = read_gguf_header(path, arrays=["test.array6"])
+    assert part.metadata["test.strings"] == len(strings) and part.metadata["test.array6"].dtype == "float32"
+    for h in (full, lengths, part):
+        assert h.metadata["test.after"] == 42 and h.metadata["general.architecture"] == "gemma3"
+        assert [(t.name, t.shape) for t in h.tensors] == [("t.weight", (4, 3))]
+        assert h.data_offset == GGUFReader(str(path)).data_offset and h.truncation() is None
+
+    data = path.read_bytes()
+    mid_strings = data.index(b"tok2000")  # inside the string array
+    mid_floats = data.index(b"test.array12") + len("test.array12") + 4 + 4 + 8 + 12  # inside the f64 array's data
+    for cut, problem in ((mid_strings, "a string array runs past the end of the file"),
+                         (mid_floats, "header runs past the end of the file")):
+        (tmp_path / "cut.gguf").write_bytes(data[:cut])
+        for arrays in (keys, ()):
+            with pytest.raises(GGUFHeaderError, match=problem):
+                read_gguf_header(tmp_path / "cut.gguf", arrays=arrays)
+    # a crafted element count, and a crafted string length, larger than the file
+    at = data.index(b"test.strings") + len("test.strings") + 4 + 4  # the array's element count
+    crafted = data[:at] + (2**40).to_bytes(8, "little") + data[at + 8:]
+    first = data.index(len(strings[1]).to_bytes(8, "little") + strings[1].encode())  # the second string's length
+    huge = data[:first] + (2**50).to_bytes(8, "little") + data[first + 8:]
+    for bad in (crafted, huge):
+        (tmp_path / "bad.gguf").write_bytes(bad)
+        for arrays in (keys, ()):
+            with pytest.raises(GGUFHeaderError, match="a string array runs past the end of the file"):
+                read_gguf_header(tmp_path / "bad.gguf", arrays=arrays)
+
+
+def test_sentencepiece_tokenizer_from_a_gguf_header_is_the_one_ggufreader_gives(tmp_path):
+    """_write_sentencepiece_tokenizer reads the GGUF with serving.gguf_header; its tokenizer.model is byte for byte
+    the one built (as it was before) from gguf.GGUFReader's fields, on a real SentencePiece vocabulary with
+    non-ASCII and control pieces, special ids off their defaults and add_space_prefix / add_bos_token set."""
+    import gguf
+    import sentencepiece as spm
+    from gguf import GGUFReader
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    from forge_pipeline.training.base_model import _write_sentencepiece_tokenizer
+    from forge_pipeline_tests.tiny_models import WORDS
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(14)) for i in range(2000)))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=400, model_type="bpe", bos_id=2, eos_id=1,
+        pad_id=3, unk_id=0, byte_fallback=True, minloglevel=2, control_symbols=["<start_of_turn>", "<end_of_turn>"],
+        user_defined_symbols=["café", "日本語"])
+    source = pb.ModelProto()
+    source.ParseFromString((tmp_path / "sp.model").read_bytes())
+    path = tmp_path / "vocab.gguf"
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_tokenizer_model("llama")
+    w.add_token_list([p.piece for p in source.pieces])
+    w.add_token_scores([p.score for p in source.pieces])
+    w.add_token_types([p.type for p in source.pieces])
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(0)
+    w.add_pad_token_id(3)
+    w.add_add_space_prefix(True)
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+
+    out = tmp_path / "hf"
+    out.mkdir()
+    assert _write_sentencepiece_tokenizer(path, out)
+
+    f = GGUFReader(str(path)).fields  # the reference: the model as GGUFReader's version of the function built it
+    tokens = f["tokenizer.ggml.tokens"].contents()
+    ids = {n: int(f[f"tokenizer.ggml.{k}_token_id"].contents())
+           for n, k in (("unk", "unknown"), ("bos", "bos"), ("eos", "eos"), ("pad", "padding"))}
+    want = pb.ModelProto()
+    spec = want.trainer_spec
+    spec.model_type, spec.vocab_size, spec.byte_fallback = pb.TrainerSpec.BPE, len(tokens), True
+    spec.unk_id, spec.bos_id, spec.eos_id, spec.pad_id = ids["unk"], ids["bos"], ids["eos"], ids["pad"]
+    norm = want.normalizer_spec
+    norm.name, norm.add_dummy_prefix, norm.remove_extra_whitespaces, norm.escape_whitespaces = \
+        "identity", bool(f["tokenizer.ggml.add_space_prefix"].contents()), False, True
+    for tok, score, ttype in zip(tokens, f["tokenizer.ggml.scores"].contents(), f["tokenizer.ggml.token_type"].contents()):
+        piece = want.pieces.add()
+        piece.piece, piece.score, piece.type = tok, float(score), int(ttype)
+    want.pieces[ids["unk"]].type = pb.ModelProto.SentencePiece.UNKNOWN
+    got = (out / "tokenizer.model").read_bytes()
+    assert got == want.SerializeToString()
+    written = pb.ModelProto()
+    written.ParseFromString(got)
+    assert [p.piece for p in written.pieces] == [p.piece for p in source.pieces]  # and the vocabulary is the source's
+    assert [p.score for p in written.pieces] == [p.score for p in source.pieces]
+    assert {"café", "日本語", "<end_of_turn>"} <= set(tokens)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "GemmaTokenizer" and config["add_bos_token"] is False
+    assert (config["bos_token"], config["eos_token"], config["unk_token"], config["pad_token"]) == \
+        (tokens[2], tokens[1], tokens[0], tokens[3])
