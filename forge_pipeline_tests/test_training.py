@@ -321,7 +321,7 @@ def test_gguf_header_reads_the_arrays_asked_for_as_ggufreader_does(tmp_path):
         assert h.data_offset == GGUFReader(str(path)).data_offset and h.truncation() is None
 
     data = path.read_bytes()
-    mid_strings = data.index(b"tok2000")  # inside the string array
+    mid_strings = data.index(b"tok2001")  # inside the string array
     mid_floats = data.index(b"test.array12") + len("test.array12") + 4 + 4 + 8 + 12  # inside the f64 array's data
     for cut, problem in ((mid_strings, "a string array runs past the end of the file"),
                          (mid_floats, "header runs past the end of the file")):
@@ -332,7 +332,8 @@ def test_gguf_header_reads_the_arrays_asked_for_as_ggufreader_does(tmp_path):
     # a crafted element count, and a crafted string length, larger than the file
     at = data.index(b"test.strings") + len("test.strings") + 4 + 4  # the array's element count
     crafted = data[:at] + (2**40).to_bytes(8, "little") + data[at + 8:]
-    first = data.index(len(strings[1]).to_bytes(8, "little") + strings[1].encode())  # the second string's length
+    second = strings[1].encode()
+    first = data.index(len(second).to_bytes(8, "little") + second)  # the second string's length
     huge = data[:first] + (2**50).to_bytes(8, "little") + data[first + 8:]
     for bad in (crafted, huge):
         (tmp_path / "bad.gguf").write_bytes(bad)
@@ -403,7 +404,10 @@ def test_sentencepiece_tokenizer_from_a_gguf_header_is_the_one_ggufreader_gives(
     assert [p.piece for p in written.pieces] == [p.piece for p in source.pieces]  # and the vocabulary is the source's
     assert [p.score for p in written.pieces] == [p.score for p in source.pieces]
     assert {"café", "日本語", "<end_of_turn>"} <= set(tokens)
+    from transformers import AutoTokenizer
+
     config = json.loads((out / "tokenizer_config.json").read_text())
-    assert config["tokenizer_class"] == "GemmaTokenizer" and config["add_bos_token"] is False
-    assert (config["bos_token"], config["eos_token"], config["unk_token"], config["pad_token"]) == \
-        (tokens[2], tokens[1], tokens[0], tokens[3])
+    assert config["tokenizer_class"] == "GemmaTokenizer", config["tokenizer_class"]
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert (tok.bos_token, tok.eos_token, tok.unk_token, tok.pad_token) == (tokens[2], tokens[1], tokens[0], tokens[3])
+    assert tok("café")["input_ids"][0] != 2  # add_bos_token False: no BOS
