@@ -3,7 +3,7 @@
 # CUDA build of llama-cpp-python alone took 299 s on 16 cores, measured 2026-11-25):
 #   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data
 #   bash bench/gpu/device_nightly.sh night0  # night 0 (its export builds the base GGUF once)
-#   bash bench/gpu/device_nightly.sh nights  # three timed nightlies on three nights' data (seeds 1-3)
+#   bash bench/gpu/device_nightly.sh nights  # three timed nightlies on three nights' data (NIGHTS="1 2 3")
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
@@ -33,7 +33,7 @@ night0)  # right after setup (the machine stays warm ~30 s): its export builds t
 nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: this tree on
   # nights 1 and 3; on night 2 the code before this round's changes (BEFORE: that commit's tree, carried in
   # .bench_before), so before and after run on one machine in one command
-  for seed in 1 2 3; do
+  for seed in ${NIGHTS:-1 2 3}; do
     if [ $seed = 2 ] && [ -d "${BEFORE:-.bench_before}" ]; then
       ( cd "${BEFORE:-.bench_before}" && PYTHONPATH=/tmp/llama:$PWD:/tmp/site BENCH_DATA_SEED=$seed \
         python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT" | sed 's/^{/{"code": "before", /' )
@@ -42,8 +42,10 @@ nights)  # timed nightlies against a server on the base GGUF, each on a later ni
     fi
     cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
   done
-  # the Dagster job's export validation, which the timed nightly leaves out, timed on its own
-  python3 -m bench.gpu.nightly_8b validate "$M" "$W" 2> "$OUT/validate.log" | tee -a "$OUT/nightly_runs.jsonl" ;;
+  # the Dagster job's export validation, which the timed nightly leaves out, timed on its own (VALIDATE=0: not)
+  if [ "${VALIDATE:-1}" = 1 ]; then
+    python3 -m bench.gpu.nightly_8b validate "$M" "$W" 2> "$OUT/validate.log" | tee -a "$OUT/nightly_runs.jsonl"
+  fi ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
 peer2)
