@@ -49,9 +49,11 @@ def test_reflection_length_data_is_packed_on_the_fast_gpu_path_at_equal_effectiv
     assert not long_docs.packing and long_docs.gradient_accumulation_steps == 4
     big_batch = choose_packing([128] * 100, 4, 16, 1024, fast_packed_attention=True)
     assert big_batch.packing and (big_batch.batch_size, big_batch.gradient_accumulation_steps) == (8, 1)  # 64 / 8
-    # more rows than twice the configured batch: accumulated micro-batches of the configured size
+    # more rows than twice the configured batch: the fewest accumulated micro-batches of at most twice it
     huge = choose_packing([128] * 100, 4, 32, 1024, fast_packed_attention=True)
-    assert (huge.batch_size, huge.gradient_accumulation_steps) == (4, 4)  # 128 examples / 8 per row = 16 rows
+    assert (huge.batch_size, huge.gradient_accumulation_steps) == (8, 2)  # 128 examples / 8 per row = 16 rows
+    odd = choose_packing([128] * 100, 4, 20, 1024, fast_packed_attention=True)  # 80 examples = 10 rows
+    assert (odd.batch_size, odd.gradient_accumulation_steps) == (5, 2)  # round(10 / 4) would give 4 x 2 = 8 rows
 
 def test_layout_follows_the_packing_choice_only_when_packing_is_unset():
     from types import SimpleNamespace
@@ -72,7 +74,27 @@ def test_layout_follows_the_packing_choice_only_when_packing_is_unset():
     layout = choose_layout(unset, "unsloth", fast, rows, cuda=True)
     assert layout.packing and layout.description == "packed (bfd)" and layout.gradient_accumulation_steps == 1
     assert layout.batch_size == 3  # 16 examples of ~201 tokens, 5.1 to a 1024-token row
+    assert 5.0 < layout.examples_per_row < 5.2  # an epoch (the save and eval interval) is 20 / 5.1 rows
+    by_hand = choose_layout(resolve_training_config({"packing": True}, "cuda"), "unsloth", fast, rows, cuda=True)
+    assert by_hand.packing and by_hand.batch_size == 4 and 5.0 < by_hand.examples_per_row < 5.2
     off = choose_layout(resolve_training_config({"packing": False}, "cuda"), "unsloth", fast, rows, cuda=True)
     assert not off.packing and off.gradient_accumulation_steps == 4
     cpu = choose_layout(resolve_training_config({}, "cpu"), "transformers", fast, rows, cuda=False)
     assert not cpu.packing and cpu.description == "padded"
+
+
+def test_oom_backoff_keeps_at_least_the_rows_of_a_step():
+    """A packed layout's odd micro-batches: halving 5 x 1 with // gave 2 x 2, 4 rows instead of 5."""
+    from forge_pipeline.training.session import run_with_oom_backoff
+
+    tried = []
+
+    def run(batch, accum):
+        tried.append((batch, accum))
+        if batch > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "ok"
+
+    assert run_with_oom_backoff(run, 5, 1, log=lambda m: None) == "ok"
+    assert tried == [(5, 1), (3, 2), (2, 3), (1, 6)]
+    assert all(b * a >= 5 for b, a in tried)

@@ -1,6 +1,7 @@
 """How training batches are laid out (padded rows or one padding-free row) and how their tokens are counted."""
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class PackingChoice:
     gradient_accumulation_steps: int
     examples_per_row: float  # expected examples in one packed row
     reason: str
-    batch_size: int = 0  # rows per micro-batch (0: the configured batch size)
+    batch_size: int  # rows per micro-batch
 
 
 def choose_packing(lengths: Sequence[int], batch_size: int, grad_accum: int, max_length: int, *,
@@ -116,8 +117,8 @@ def choose_packing(lengths: Sequence[int], batch_size: int, grad_accum: int, max
     examples, and the step count and loss stay comparable; the speed comes from larger micro-batches, not
     from fewer updates. Those rows go in one micro-batch when they are at most twice the configured batch
     (each micro-batch costs a fixed ~0.13 s on the H100 besides its tokens: bare unsloth ran 4x512 in 0.29 s
-    and 4x2048 in 0.78 s, bench/results/gpu_nightly_h100.json), else in accumulated micro-batches of the
-    configured size. Rounding accumulation alone (4 -> 1 at 3.3 examples per row) gave 4 rows, 13 examples
+    and 4x2048 in 0.78 s, bench/results/gpu_nightly_h100.json), else in the fewest accumulated micro-batches
+    of at most twice the batch. Rounding accumulation alone (4 -> 1 at 3.3 examples per row) gave 4 rows, 13 examples
     per step and 123 steps for the seed's 96 on the H100 nightly."""
     lengths = [min(int(n), max_length) for n in lengths if n > 0]
     if not lengths:
@@ -129,6 +130,7 @@ def choose_packing(lengths: Sequence[int], batch_size: int, grad_accum: int, max
     if per_row < PACK_WHEN_EXAMPLES_PER_ROW:
         return PackingChoice(False, grad_accum, per_row, f"examples fill rows ({per_row:.1f} per row)", batch_size)
     rows = max(1, round(batch_size * grad_accum / per_row))
-    batch, accum = (rows, 1) if rows <= 2 * batch_size else (batch_size, max(1, round(rows / batch_size)))
+    accum = math.ceil(rows / (2 * batch_size))  # 1 while the rows fit twice the batch
+    batch = math.ceil(rows / accum)
     return PackingChoice(True, accum, per_row, f"{per_row:.1f} examples per packed row; {batch} rows x "
                          f"{accum} per step keeps ~{batch_size * grad_accum} examples per step", batch)

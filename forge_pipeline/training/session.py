@@ -27,6 +27,7 @@ class Layout:
     description: str  # "packed (bfd)" | "padding-free" | "padded"
     padding_waste: Optional[float]  # expected padding share of padded batches, when measured
     batch_size: int = 0  # rows per micro-batch; 0: the configured batch_size
+    examples_per_row: float = 1.0  # packed: expected examples in a row, so an epoch is rows / this
 
 
 @dataclass
@@ -48,7 +49,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, grad_accum: int, log: LogFn = print):
-    """Call run(batch, accum); on CUDA OOM halve the batch and double accumulation (same effective batch)."""
+    """Call run(batch, accum); on CUDA OOM halve the batch (rounded up) and raise accumulation so that a step
+    still sees at least as many rows."""
     while True:
         try:
             return run(batch_size, grad_accum)
@@ -66,7 +68,11 @@ def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, gra
                     "CUDA out of memory even at batch size 1. Remedies: lower max_seq_length, use a smaller "
                     "base model, enable 4-bit loading (unsloth / bitsandbytes), lower lora_rank, or free GPU "
                     "memory held by other processes.") from e
-            batch_size, grad_accum = batch_size // 2, grad_accum * 2
+            # half the rows per micro-batch, rounded up, and enough accumulation for at least the rows per
+            # step there were (a packed layout's odd batches: 5 x 1 -> 3 x 2, not 2 x 2)
+            rows = batch_size * grad_accum
+            batch_size = (batch_size + 1) // 2
+            grad_accum = math.ceil(rows / batch_size)
             log(f"CUDA out of memory: retrying with batch_size={batch_size}, gradient_accumulation_steps={grad_accum}")
 
 
@@ -76,7 +82,7 @@ def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: 
     only; packing is always padding-free and the transformers backend keeps padded rows) by
     choose_padding_free."""
     accum, batch = cfg.gradient_accumulation_steps, cfg.batch_size
-    needs_lengths = (cfg.packing is None and cuda) or (cfg.padding_free is None and backend == "unsloth")
+    needs_lengths = (cfg.packing is None and cuda) or bool(cfg.packing) or (cfg.padding_free is None and backend == "unsloth")
     lengths = []
     if needs_lengths:
         tok = loaded.tokenizer
@@ -87,9 +93,14 @@ def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: 
     if cfg.packing is None and cuda:
         fast = (loaded.packed_attention or "").startswith("torch varlen flash")
         choice = choose_packing(lengths, cfg.batch_size, accum, cfg.max_seq_length, fast_packed_attention=fast)
-        packing, accum, batch = choice.packing, choice.gradient_accumulation_steps, choice.batch_size or batch
-    if packing:
-        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch)
+        packing, accum, batch = choice.packing, choice.gradient_accumulation_steps, choice.batch_size
+        if packing:
+            return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch,
+                          choice.examples_per_row)
+    if packing:  # set by hand: the rows and accumulation as configured
+        capped = [min(n, cfg.max_seq_length) for n in lengths if n > 0]
+        per_row = cfg.max_seq_length / (sum(capped) / len(capped)) if capped else 1.0
+        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch, per_row)
     if cfg.padding_free is not None or backend != "unsloth":
         return Layout(False, cfg.padding_free, accum, "padding-free" if cfg.padding_free else "padded", None)
     padding_free, waste = choose_padding_free(lengths, cfg.batch_size, cfg.max_seq_length)
@@ -141,7 +152,10 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
 
     def session(batch: int, accum: int) -> Fit:
         nonlocal base_eval_loss
-        steps_per_epoch = max(1, math.ceil(len(data.train_rows) / (batch * accum)))
+        # packed rows hold several examples each: an epoch (the default save and eval interval) is the rows'
+        # count, not the examples' (it was 3.3 epochs on the 8B nightly's data, so no mid-run checkpoint)
+        rows = math.ceil(len(data.train_rows) / max(1.0, layout.examples_per_row)) if layout.packing else len(data.train_rows)
+        steps_per_epoch = max(1, math.ceil(rows / (batch * accum)))
         callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir, log=log)
         t_setup = time.time()
         trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer, callbacks=callbacks,
