@@ -75,10 +75,6 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     overrides = {"base_model": str(model_dir), "backend": BACKEND, "min_examples": 1, "max_steps": max_steps}
     if BACKEND != "unsloth":  # the CPU dry run: a few short steps
         overrides.update(max_steps=2, max_seq_length=128)
-    # BENCH_OVERRIDES: training settings for a side-by-side variant, e.g. the previous packed layout
-    # {"packing": true, "gradient_accumulation_steps": 1} (4 rows x 1 per step)
-    overrides.update(json.loads(os.environ.get("BENCH_OVERRIDES") or "{}"))
-    stages["overrides"] = json.loads(os.environ.get("BENCH_OVERRIDES") or "{}")
     cfg = resolve_training_config(overrides, DEVICE)
     t = time.time()
     report = run_training(data, home / "training", cfg, eval_path=work / _eval_split(data_seed), home=home,

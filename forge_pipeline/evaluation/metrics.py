@@ -93,43 +93,28 @@ def kl_and_top1(ref_logits: np.ndarray, model_logits: np.ndarray, chunk: int = 2
     return np.concatenate(kls), np.concatenate(agree)
 
 
-def _sparse_kl_top1(q, ref_ids: np.ndarray, ref_logp: np.ndarray, ref_tail: np.ndarray):
-    """KL(ref || model) on the top-k partition and top-1 agreement, from the model's log-probs ``q`` (a tensor)."""
+def sparse_kl_top1_nll(ref_ids: np.ndarray, ref_logp: np.ndarray, ref_tail: np.ndarray, model_logits: np.ndarray,
+                       targets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-position KL(ref || model), top-1 agreement and the model's NLL of ``targets`` (row i's next token).
+
+    The reference is kept as its top k log-probs (``ref_ids``/``ref_logp``, [P, k], column 0 its argmax) and the
+    log of the rest (``ref_tail``, [P]): the KL is the one between the two distributions coarse-grained to {each
+    top-k token, everything else}, by the log-sum inequality a lower bound of the full KL (see the definitions
+    above); top-1 agreement is exact. All three come from one log-softmax of one copy of the logits: the
+    fidelity pass of the nightly evaluation, where each conversation's [answer tokens x vocabulary] logits
+    (~25M values for Llama 3.1's 128k vocabulary) were copied and normalized twice, for the KLD and the loss."""
     import torch
 
+    q = torch.log_softmax(_tensor(model_logits), dim=-1)
     idx = torch.as_tensor(np.asarray(ref_ids), device=q.device).long()
     p_top, q_top = _tensor(ref_logp), q.gather(-1, idx)
     q_tail = torch.logsumexp(q.scatter(-1, idx, float("-inf")), dim=-1)
     p_tail = _tensor(ref_tail)
     kl = (p_top.exp() * (p_top - q_top)).sum(-1)
     kl = kl + torch.where(p_tail > float("-inf"), p_tail.exp() * (p_tail - q_tail), torch.zeros_like(p_tail))
-    return torch.clamp(kl, min=0.0), q.argmax(-1) == idx[:, 0]
-
-
-def sparse_kl_and_top1(ref_ids: np.ndarray, ref_logp: np.ndarray, ref_tail: np.ndarray,
-                       model_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-position KL(ref || model) with the reference kept as its top k log-probs (``ref_ids``/``ref_logp``,
-    [P, k], column 0 its argmax) and the log of the rest (``ref_tail``, [P]): the KL between the two
-    distributions coarse-grained to {each top-k token, everything else}. By the log-sum inequality this is
-    a lower bound of the full KL (see the definitions above); top-1 agreement is exact."""
-    import torch
-
-    kl, agree = _sparse_kl_top1(torch.log_softmax(_tensor(model_logits), dim=-1), ref_ids, ref_logp, ref_tail)
-    return kl.cpu().numpy(), agree.cpu().numpy()
-
-
-def sparse_kl_top1_nll(ref_ids: np.ndarray, ref_logp: np.ndarray, ref_tail: np.ndarray, model_logits: np.ndarray,
-                       targets: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """sparse_kl_and_top1 and the model's NLL of ``targets`` (row i's next token), from one log-softmax of one
-    copy of the logits: the fidelity pass of the nightly evaluation, where each conversation's [answer
-    tokens x vocabulary] logits (~25M values for Llama 3.1's 128k vocabulary) were copied and normalized
-    twice, once for the KLD and once for the loss."""
-    import torch
-
-    q = torch.log_softmax(_tensor(model_logits), dim=-1)
-    kl, agree = _sparse_kl_top1(q, ref_ids, ref_logp, ref_tail)
+    agree = q.argmax(-1) == idx[:, 0]
     nll = -q.gather(-1, torch.as_tensor(np.asarray(targets), device=q.device)[:, None])[:, 0]
-    return kl.cpu().numpy(), agree.cpu().numpy(), nll.cpu().numpy()
+    return torch.clamp(kl, min=0.0).cpu().numpy(), agree.cpu().numpy(), nll.cpu().numpy()
 
 
 def mean_or_none(total: float, count: int) -> float | None:

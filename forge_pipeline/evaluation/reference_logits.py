@@ -4,7 +4,7 @@ Loading the trained model again for the fidelity KLD was most of the 8B evaluati
 the bnb-4bit base loaded in bf16 and dequantized). The trainer already holds that model at the end of
 training, so it writes, for each eval conversation at the answer positions, the top-k log-probabilities (and
 their token ids) and the log of the remaining tail mass, beside the adapter (``reference_logits.npz``). The
-evaluation scores the served file against this sparse distribution (metrics.sparse_kl_and_top1: KL over the
+evaluation scores the served file against this sparse distribution (metrics.sparse_kl_top1_nll: KL over the
 top k + one tail bucket, a lower bound of the full KL) and falls back to loading the Hugging Face reference
 when the file is missing or does not match (other adapter weights, tokenizer, template or eval tokens).
 
@@ -26,7 +26,7 @@ from forge_pipeline.files import read_jsonl, sha256_file, sha256_text
 FILE = "reference_logits.npz"
 FORMAT = 1
 TOP_K = 256  # 256 x (4 + 8) bytes per answer token: ~38 MB for 50 conversations of 250 answer tokens; the
-# KL bound tightens as k grows (metrics.sparse_kl_and_top1; test_evaluation_speed measures it)
+# KL bound tightens as k grows (metrics.sparse_kl_top1_nll; test_evaluation_speed measures it)
 MAX_ROWS = 256  # conversations written (the evaluation scores the first evaluation_max_examples, 32 by default)
 
 
