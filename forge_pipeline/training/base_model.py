@@ -72,8 +72,9 @@ def _write_sentencepiece_tokenizer(gguf_path: Path, out_dir: Path) -> bool:
     from serving.gguf_header import read_gguf_header
 
     # The header reader, not gguf.GGUFReader: GGUFReader decodes every array element into numpy views. On the
-    # embedded Gemma 3 270M (262,144 tokens), 2 cores, measured twice each in fresh processes: GGUFReader and
-    # these fields' contents() 15.7 and 16.9 s, read_gguf_header with these arrays 0.30 and 0.28 s; this whole
+    # embedded Gemma 3 270M (262,144 tokens), 2 cores: GGUFReader and these fields' contents() 17.5-17.7 s,
+    # read_gguf_header with these arrays 0.24-0.29 s (bench/results/gguf_reads.json); measured twice each in
+    # fresh processes by the change's author: 15.7 and 16.9 s against 0.30 and 0.28 s, and this whole
     # function 29.9 and 29.4 s before, 11.8 and 13.3 s now (the rest is transformers loading and saving the
     # tokenizer); tokenizer.model, tokenizer_config.json and tokenizer.json byte-identical to GGUFReader's
     meta = read_gguf_header(gguf_path, arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.scores",
