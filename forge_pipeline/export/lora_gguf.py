@@ -197,8 +197,8 @@ def read_adapter_metadata(path: Path) -> dict:
 def adapter_base_problems(adapter_gguf: Path, base_gguf: Path, base_sha256: str | None = None) -> list[str]:
     """Why the adapter does not fit the base GGUF (empty when it fits): architecture, the recorded base
     sha256, and every lora_a/lora_b shape against the base tensor it adapts. Reads headers only, through
-    serving's header reader: gguf.GGUFReader decodes the whole vocabulary first, 15.0-18.1 s for the embedded
-    Gemma's f16 base and an adapter against 0.11-0.17 s (bench/results/gguf_reads.json), 20 s of the CPU main
+    serving's header reader: gguf.GGUFReader decodes the whole vocabulary first, 17.0-18.1 s for the embedded
+    Gemma's f16 base and an adapter against 0.17 s (bench/results/gguf_reads.json), 20 s of the CPU main
     job's export (main_job_cpu.json); the 8B's 128k tokens and 280k merges likely made it most of the H100
     nightly's 7.6 s adapter export (not broken down there)."""
     from serving.gguf_header import read_gguf_header
