@@ -46,6 +46,9 @@ nights)  # timed nightlies against a server on the base GGUF, each on a later ni
   if [ "${VALIDATE:-1}" = 1 ]; then
     python3 -m bench.gpu.nightly_8b validate "$M" "$W" 2> "$OUT/validate.log" | tee -a "$OUT/nightly_runs.jsonl"
   fi ;;
+first)  # when device time is short: no night 0; the timed night builds the base GGUF (its export base_s, once)
+  # and serving, started empty, loads base and adapter at the swap; base probes and losses are not cached yet
+  BENCH_DATA_SEED=1 python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"; cp "$OUT/nightly.log" "$OUT/nightly-1.log" ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
 peer2)

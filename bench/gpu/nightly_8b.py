@@ -140,8 +140,9 @@ def nightly(model_dir: Path, work: Path) -> dict:
     import httpx
 
     t = time.time()
-    r = httpx.post(os.environ["BENCH_SERVING"] + "/admin/reload-model",
-                   json={"model_path": str(adapter_path)}, timeout=600)
+    # a first night (BENCH_FIRST_NIGHT=1: no night 0 ran, serving started without a model) loads the base too
+    body = {"model_path": str(adapter_path)} | ({"base_path": exp.base_gguf} if os.environ.get("BENCH_FIRST_NIGHT") == "1" else {})
+    r = httpx.post(os.environ["BENCH_SERVING"] + "/admin/reload-model", json=body, timeout=600)
     stages["swap_s"] = round(time.time() - t, 2)
     stages["swap_status"] = r.status_code
     stages["total_s"] = round(time.time() - T_LAUNCH, 2)
@@ -181,17 +182,21 @@ def run(model_dir: Path, work: Path, out: Path) -> None:
     import httpx
 
     port = 7399
-    base_gguf = sorted((work / "home" / "base_models").rglob("base-*.gguf"))[-1]
-    env = {**os.environ, "FORGE_HOME": str(work / "home"), "FORGE_MODEL_PATH": str(base_gguf),
-           "FORGE_N_GPU_LAYERS": "-1", "FORGE_ALLOWED_MODEL_ROOTS": json.dumps([str(work)]),
-           "FORGE_SERVING_URL": f"http://127.0.0.1:{port}"}
+    bases = sorted((work / "home" / "base_models").rglob("base-*.gguf"))
+    env = {**os.environ, "FORGE_HOME": str(work / "home"), "FORGE_N_GPU_LAYERS": "-1",
+           "FORGE_ALLOWED_MODEL_ROOTS": json.dumps([str(work)]), "FORGE_SERVING_URL": f"http://127.0.0.1:{port}"}
+    if bases:  # serving holds the base, as after night 0
+        env["FORGE_MODEL_PATH"] = str(bases[-1])
+    else:  # no night 0 ran: this night builds the base GGUF (export base_s) and serving loads it with the adapter
+        env["BENCH_FIRST_NIGHT"] = "1"
     server = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port)], env=env,
                               stdout=open(out / "serving.log", "w"), stderr=subprocess.STDOUT)
     try:
         t = time.time()
         while time.time() - t < 300:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                code = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code
+                if code == 200 or (code == 503 and "FORGE_MODEL_PATH" not in env):  # 503: up, with no model
                     break
             except httpx.HTTPError:
                 pass
