@@ -6,6 +6,7 @@
 #   bash bench/gpu/device_nightly.sh nights  # three timed nightlies on three nights' data (NIGHTS="1 2 3")
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
+#   bash bench/gpu/device_nightly.sh trainonly  # training + adapter export only, after/before/after (no llama.cpp build)
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
 . .device/device_setup.sh .device
@@ -46,6 +47,17 @@ nights)  # timed nightlies against a server on the base GGUF, each on a later ni
   if [ "${VALIDATE:-1}" = 1 ]; then
     python3 -m bench.gpu.nightly_8b validate "$M" "$W" 2> "$OUT/validate.log" | tee -a "$OUT/nightly_runs.jsonl"
   fi ;;
+trainonly)  # no llama.cpp build: data, then training + adapter export on an f16 base (the first run builds it
+  # once, its export base_s), this tree on nights 1 and 3, the code before this round on night 2
+  python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
+  export BENCH_QUANT=f16
+  for seed in 1 2 3; do
+    if [ $seed = 2 ]; then
+      ( cd .bench_before && PYTHONPATH=$PWD:/tmp/site python3 ../bench/gpu/train_export_8b.py "$M" "$W" $seed )
+    else
+      python3 bench/gpu/train_export_8b.py "$M" "$W" $seed
+    fi 2> "$OUT/train-$seed.log" | grep '^{"stage"' | tee -a "$OUT/nightly_runs.jsonl"
+  done ;;
 first)  # when device time is short: no night 0; the timed night builds the base GGUF (its export base_s, once)
   # and serving, started empty, loads base and adapter at the swap; base probes and losses are not cached yet
   BENCH_DATA_SEED=1 python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"; cp "$OUT/nightly.log" "$OUT/nightly-1.log" ;;
