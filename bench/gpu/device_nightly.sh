@@ -51,7 +51,7 @@ trainonly)  # no llama.cpp build: data, then training + adapter export on an f16
   # once, its export base_s), this tree on nights 1 and 3, the code before this round on night 2
   python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
   export BENCH_QUANT=f16
-  for seed in 1 2 3; do
+  for seed in ${NIGHTS:-1 2 3}; do
     if [ $seed = 2 ]; then
       ( cd .bench_before && PYTHONPATH=$PWD:/tmp/site python3 ../bench/gpu/train_export_8b.py "$M" "$W" $seed )
     else
