@@ -109,24 +109,30 @@ def stream_some(url: str, chunks: int, body: dict, timeout: float = 120, client:
 class StreamCrowd:
     """`n` concurrent chat streams, every `abort_every`-th dropped after its first chunk (issue 11 item 2):
     `codes` gets each stream's status (or the client error), `retry_after` each 429's header.
-    The streams share one httpx.Client: a client each costs ~34 ms of CPU under this process's GIL (its SSL
-    context), so 100 of them delayed the caller's own /health probe by ~2 s and that was measured as the
-    server's latency. (test_serving_reliability, bench/reliability_serving)"""
+    Each stream has its own httpx.Client over one shared SSL context: a client with its own context costs
+    ~31 ms of CPU under this process's GIL (0.2 ms with a shared one, measured here), so 100 of them delayed
+    the caller's own /health probe by ~2 s and that was measured as the server's latency; one client shared by
+    all 100 threads once failed a stream on the client side (ReadError EBADF: a socket its pool had closed
+    under another thread). (test_serving_reliability, bench/reliability_serving)"""
 
     def __init__(self, url: str, body: dict, n: int = 100, abort_every: int = 4, timeout: float = 300):
+        import ssl
         import threading
 
         self.url, self.body, self.timeout = url, body, timeout
-        self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=n, max_keepalive_connections=0))
+        self._ssl = ssl.create_default_context()
         self.codes: list = []
         self.retry_after: list = []
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._aborted if i % abort_every == 0 else self._full, daemon=True)
                         for i in range(n)]
 
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self.timeout, verify=self._ssl)
+
     def _full(self) -> None:
         try:
-            with self.client.stream("POST", self.url + "/v1/chat/completions", json=self.body) as r:
+            with self._client() as client, client.stream("POST", self.url + "/v1/chat/completions", json=self.body) as r:
                 list(r.iter_lines())
                 with self._lock:
                     self.codes.append(r.status_code)
@@ -138,7 +144,8 @@ class StreamCrowd:
 
     def _aborted(self) -> None:
         try:
-            code = stream_some(self.url, 1, self.body, self.timeout, client=self.client)
+            with self._client() as client:
+                code = stream_some(self.url, 1, self.body, self.timeout, client=client)
         except httpx.HTTPError as e:
             code = repr(e)[:80]
         with self._lock:
@@ -155,7 +162,6 @@ class StreamCrowd:
     def join(self) -> None:
         for t in self.threads:
             t.join(timeout=self.timeout)
-        self.client.close()
 
 
 def make_lora_gguf(base_gguf: Path, out: Path, *, seed: int = 0, rank: int = 4, alpha: float = 8.0,
