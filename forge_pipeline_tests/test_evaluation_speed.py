@@ -320,6 +320,28 @@ def test_reference_logits_of_conversations_batched_together_equal_one_at_a_time(
     assert (files["alone"]["ids"] == files["together"]["ids"]).all()
     np.testing.assert_allclose(files["together"]["logp"], files["alone"]["logp"], atol=1e-5)
     np.testing.assert_allclose(files["together"]["tail"], files["alone"]["tail"], atol=1e-5)
+    # out of memory on a batch: its halves run on their own, down to one row, with the same result
+    calls = []
+
+    class Tight(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, input_ids, attention_mask=None):
+            calls.append(len(input_ids))
+            if len(input_ids) > 2:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    folder = tmp_path / "tight"
+    shutil.copytree(lab["cand"], folder)
+    write_reference_logits(Tight(model), tok, folder, tmp_path / "eval.jsonl", max_seq_length=1024, top_k=64,
+                           batch_bytes=2**30)
+    tight = dict(np.load(folder / FILE))
+    assert calls == [5, 2, 3, 1, 2], calls  # 5 fails -> 2 and 3; 3 fails -> 1 and 2
+    assert (tight["ids"] == files["alone"]["ids"]).all() and list(tight["keys"]) == list(files["alone"]["keys"])
+    np.testing.assert_allclose(tight["logp"], files["alone"]["logp"], atol=1e-5)
     # the grouping itself: within the budget, one row at least, order kept
     seqs = [([0] * n, 1) for n in (3, 5, 2, 9)]
     assert [[len(s) for s, _ in g] for g in _batches(seqs, 10)] == [[3, 5], [2], [9]]

@@ -50,8 +50,21 @@ class SparseReference:
 
 def _batch_bytes(device) -> int:
     """How many bytes of float32 logits one forward may return: each conversation was its own forward, 134 ms
-    apiece for the 8B on the H100 (6.7 s for 50, bench/results/gpu_nightly_h100.json), mostly per-call cost."""
-    return 2 * 2**30 if getattr(device, "type", "cpu") == "cuda" else 256 * 2**20
+    apiece for the 8B on the H100 (6.7 s for 50, bench/results/gpu_nightly_h100.json), mostly per-call cost.
+    On CUDA at most 2 GiB and a quarter of the free memory (a 12-24 GB card after training has less to spare)."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return 256 * 2**20
+    try:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # noqa: BLE001 - unknown: the cap alone
+        return 2 * 2**30
+    return max(64 * 2**20, min(2 * 2**30, free // 4))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def _batches(seqs: list[tuple[list[int], int]], max_tokens: int):
@@ -90,33 +103,52 @@ def write_reference_logits(model, tokenizer, adapter_dir: Path, eval_path: Path,
     old_env = os.environ.get("UNSLOTH_RETURN_LOGITS")
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"  # unsloth leaves logits empty during training unless asked
     vocab = int(getattr(model.config, "vocab_size", 0) or 0) or 262_144
+    def forward(group):
+        """(rows, logits) of the right-padded group, one forward; out of memory, each half on its own (a single
+        row's error stands). A generator, so one part's logits are let go before the next part runs."""
+        # right-padded rows: a causal model's logits at a real position never see the padding
+        width = max(len(ids) for ids, _ in group)
+        batch = torch.zeros((len(group), width), dtype=torch.long, device=device)
+        mask = torch.zeros_like(batch)
+        for i, (ids, _) in enumerate(group):
+            batch[i, :len(ids)] = torch.tensor(ids, device=device)
+            mask[i, :len(ids)] = 1
+        try:
+            logits = model(input_ids=batch, attention_mask=mask).logits
+        except (RuntimeError, MemoryError) as e:
+            if len(group) == 1 or not _is_oom(e):
+                raise
+            logits = None
+        del batch, mask
+        if logits is not None:
+            yield group, logits
+            return
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(group) // 2
+        yield from forward(group[:half])
+        yield from forward(group[half:])
+
     try:
         with torch.no_grad():
-            for group in _batches(seqs, max(1, (batch_bytes or _batch_bytes(device)) // (4 * vocab))):
-                # right-padded rows: a causal model's logits at a real position never see the padding
-                width = max(len(ids) for ids, _ in group)
-                batch = torch.zeros((len(group), width), dtype=torch.long, device=device)
-                mask = torch.zeros_like(batch)
-                for i, (ids, _) in enumerate(group):
-                    batch[i, :len(ids)] = torch.tensor(ids, device=device)
-                    mask[i, :len(ids)] = 1
-                all_logits = model(input_ids=batch, attention_mask=mask).logits
-                for i, (ids, start) in enumerate(group):
-                    logits = all_logits[i, start - 1:len(ids) - 1]
-                    if logits.shape[0] != len(ids) - start or logits.ndim != 2:
-                        raise RuntimeError(f"the model returned logits of shape {tuple(all_logits.shape)}")
-                    n = logits.shape[-1]
-                    # float64 from the model's own float32 logits, as the full reference is computed: float32
-                    # log-probs would carry ~1e-7 errors, above the ~1e-8 KLD of an f16 export (measured)
-                    lp = torch.log_softmax(logits.float().double(), dim=-1)
-                    top = torch.topk(lp, min(top_k, n), dim=-1)  # sorted: column 0 is the argmax
-                    rest = lp.scatter(-1, top.indices, float("-inf"))
-                    keys.append(sequence_key(ids, start))
-                    ids_out.append(top.indices.int().cpu().numpy())
-                    lp_out.append(top.values.cpu().numpy())
-                    tail_out.append(torch.logsumexp(rest, dim=-1).cpu().numpy())
-                    offsets.append(offsets[-1] + logits.shape[0])
-                del all_logits
+            for whole in _batches(seqs, max(1, (batch_bytes or _batch_bytes(device)) // (4 * vocab))):
+                for group, all_logits in forward(whole):
+                    for i, (ids, start) in enumerate(group):
+                        logits = all_logits[i, start - 1:len(ids) - 1]
+                        if logits.shape[0] != len(ids) - start or logits.ndim != 2:
+                            raise RuntimeError(f"the model returned logits of shape {tuple(all_logits.shape)}")
+                        n = logits.shape[-1]
+                        # float64 from the model's own float32 logits, as the full reference is computed: float32
+                        # log-probs would carry ~1e-7 errors, above the ~1e-8 KLD of an f16 export (measured)
+                        lp = torch.log_softmax(logits.float().double(), dim=-1)
+                        top = torch.topk(lp, min(top_k, n), dim=-1)  # sorted: column 0 is the argmax
+                        rest = lp.scatter(-1, top.indices, float("-inf"))
+                        keys.append(sequence_key(ids, start))
+                        ids_out.append(top.indices.int().cpu().numpy())
+                        lp_out.append(top.values.cpu().numpy())
+                        tail_out.append(torch.logsumexp(rest, dim=-1).cpu().numpy())
+                        offsets.append(offsets[-1] + logits.shape[0])
+                    del all_logits
     finally:
         if old_env is None:
             os.environ.pop("UNSLOTH_RETURN_LOGITS", None)
