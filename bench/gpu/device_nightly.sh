@@ -58,6 +58,10 @@ trainonly)  # no llama.cpp build: data, then training + adapter export on an f16
       python3 bench/gpu/train_export_8b.py "$M" "$W" $seed
     fi 2> "$OUT/train-$seed.log" | grep '^{"stage"' | tee -a "$OUT/nightly_runs.jsonl"
   done ;;
+trainnow)  # the shortest lease: the random 8B and night 1's data, then training alone (BENCH_NO_EXPORT=1)
+  BENCH_PREPARE_SEEDS=1 python3 -m bench.gpu.nightly_8b prepare "$M" "$W" > "$OUT/prepare.json"
+  BENCH_NO_EXPORT=1 python3 bench/gpu/train_export_8b.py "$M" "$W" 1 2> "$OUT/train-1.log" \
+    | grep '^{"stage"' | tee -a "$OUT/nightly_runs.jsonl" ;;
 first)  # when device time is short: no night 0; the timed night builds the base GGUF (its export base_s, once)
   # and serving, started empty, loads base and adapter at the swap; base probes and losses are not cached yet
   BENCH_DATA_SEED=1 python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"; cp "$OUT/nightly.log" "$OUT/nightly-1.log" ;;

@@ -45,7 +45,7 @@ def prepare(model_dir: Path, work: Path) -> dict:
     use_sentencepiece_tokenizer(model_dir)
     work.mkdir(parents=True, exist_ok=True)
     # nights 0-3: the timed nightlies find their data made (it was made inside the timed process before)
-    for seed in (0, 1, 2, 3):
+    for seed in [int(x) for x in os.environ.get("BENCH_PREPARE_SEEDS", "0 1 2 3").split()]:
         make_data(work / f"train-{seed}.jsonl", str(model_dir), 500, (100, 400), seed=seed)
     make_data(work / "eval.jsonl", str(model_dir), 50, (100, 400), seed=99)
     # The nightly's eval split: the vault grew since night 0, so 5 of its 50 conversations are new.
@@ -84,6 +84,8 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     # the rest of training_total_s, by phase (absent from reports of older code)
     stages["training_phases_s"] = {k: report.metrics.get(k) for k in (
         "layout_s", "setup_s", "base_eval_s", "final_eval_s", "publish_s", "reference_logits_s")}
+    if os.environ.get("BENCH_NO_EXPORT") == "1":  # training alone (a device lease too short for the base GGUF)
+        return report, None, data
     import torch
 
     if torch.cuda.is_available():

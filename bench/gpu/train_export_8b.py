@@ -23,7 +23,7 @@ def main() -> None:
     report, exp, _ = nightly_8b._night(model_dir, work, data_seed=seed, max_steps=-1, stages=stages)
     m = report.metrics
     print(json.dumps({"stage": "train_export", "code": nightly_8b.__file__, "data_seed": seed, **stages,
-                      "total_s": round(time.time() - t0, 2), "adapter_size_mb": exp.size_mb,
+                      "total_s": round(time.time() - t0, 2), "adapter_size_mb": exp.size_mb if exp else None,
                       **{k: m.get(k) for k in ("global_step", "train_loss", "eval_loss", "base_eval_loss", "tokens_seen",
                                                "steady_tokens_per_s", "batch_layout", "batch_size_used",
                                                "gradient_accumulation_used", "peak_memory_gib", "epochs")},
