@@ -41,13 +41,17 @@ def find_duplicates(texts: list[str], threshold: float) -> dict[int, tuple[str, 
     # LSH only proposes candidates (datasketch cannot band above ~0.9); the Jaccard estimate below decides
     lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=NUM_PERM)
     signatures: dict[int, LeanMinHash] = {}
+    # one set of permutations for all: MinHash() draws its 128 (seed 1, the same each time) on every
+    # construction, 9.0 of 39.9 s when curating 30,000 examples here (cProfile)
+    first = MinHash(num_perm=NUM_PERM, hashfunc=_hash32)
+    permutations, scheme = first.permutations, first.scheme
     for i, text in enumerate(texts):
         norm = normalize_for_dedup(text)
         if norm in exact:
             dropped[i] = ("exact_duplicate", exact[norm])
             continue
         exact[norm] = i
-        mh = MinHash(num_perm=NUM_PERM, hashfunc=_hash32)
+        mh = MinHash(num_perm=NUM_PERM, hashfunc=_hash32, permutations=permutations, scheme=scheme)
         mh.update_batch(_shingles(norm))
         m = LeanMinHash(mh)
         # LSH returns candidates; confirm with the estimated Jaccard so the threshold means what it says
