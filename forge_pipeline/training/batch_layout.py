@@ -106,6 +106,12 @@ class PackingChoice:
     batch_size: int  # rows per micro-batch
 
 
+def examples_per_row(lengths: Sequence[int], max_length: int) -> float:
+    """Expected examples in one packed row of ``max_length`` tokens (1.0 with no lengths to measure)."""
+    lengths = [min(int(n), max_length) for n in lengths if n > 0]
+    return max_length / (sum(lengths) / len(lengths)) if lengths else 1.0
+
+
 def choose_packing(lengths: Sequence[int], batch_size: int, grad_accum: int, max_length: int, *,
                    fast_packed_attention: bool) -> PackingChoice:
     """Whether to pack when the setting is left unset, and the micro-batch and accumulation that keep the
@@ -120,10 +126,9 @@ def choose_packing(lengths: Sequence[int], batch_size: int, grad_accum: int, max
     and 4x2048 in 0.78 s, bench/results/gpu_nightly_h100.json), else in the fewest accumulated micro-batches
     of at most twice the batch. Rounding accumulation alone (4 -> 1 at 3.3 examples per row) gave 4 rows, 13 examples
     per step and 123 steps for the seed's 96 on the H100 nightly."""
-    lengths = [min(int(n), max_length) for n in lengths if n > 0]
-    if not lengths:
+    if not any(n > 0 for n in lengths):
         return PackingChoice(False, grad_accum, 1.0, "no examples to measure", batch_size)
-    per_row = max_length / (sum(lengths) / len(lengths))
+    per_row = examples_per_row(lengths, max_length)
     if not fast_packed_attention:
         return PackingChoice(False, grad_accum, per_row, "no fast per-example attention for packed rows here",
                              batch_size)

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from forge_pipeline.training.backends import LoadedModel
-from forge_pipeline.training.batch_layout import choose_packing, choose_padding_free, count_training_tokens
+from forge_pipeline.training.batch_layout import (
+    choose_packing,
+    choose_padding_free,
+    count_training_tokens,
+    examples_per_row,
+)
 from forge_pipeline.training.config import TrainingConfig
 from forge_pipeline.training.data import TrainingData, to_prompt_completion
 from forge_pipeline.training.errors import NonFiniteLossError, TrainingError
@@ -26,7 +31,7 @@ class Layout:
     gradient_accumulation_steps: int
     description: str  # "packed (bfd)" | "padding-free" | "padded"
     padding_waste: Optional[float]  # expected padding share of padded batches, when measured
-    batch_size: int = 0  # rows per micro-batch; 0: the configured batch_size
+    batch_size: int  # rows per micro-batch
     examples_per_row: float = 1.0  # packed: expected examples in a row, so an epoch is rows / this
 
 
@@ -98,13 +103,12 @@ def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: 
             return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch,
                           choice.examples_per_row)
     if packing:  # set by hand: the rows and accumulation as configured
-        capped = [min(n, cfg.max_seq_length) for n in lengths if n > 0]
-        per_row = cfg.max_seq_length / (sum(capped) / len(capped)) if capped else 1.0
-        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch, per_row)
+        return Layout(True, cfg.padding_free, accum, f"packed ({cfg.packing_strategy})", None, batch,
+                      examples_per_row(lengths, cfg.max_seq_length))
     if cfg.padding_free is not None or backend != "unsloth":
-        return Layout(False, cfg.padding_free, accum, "padding-free" if cfg.padding_free else "padded", None)
+        return Layout(False, cfg.padding_free, accum, "padding-free" if cfg.padding_free else "padded", None, batch)
     padding_free, waste = choose_padding_free(lengths, cfg.batch_size, cfg.max_seq_length)
-    return Layout(False, padding_free, accum, "padding-free" if padding_free else "padded", waste)
+    return Layout(False, padding_free, accum, "padding-free" if padding_free else "padded", waste, batch)
 
 
 def sft_args(cfg: TrainingConfig, layout: Layout, output_dir: Path, batch: int, accum: int, steps_per_epoch: int,
@@ -154,7 +158,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         nonlocal base_eval_loss
         # packed rows hold several examples each: an epoch (the default save and eval interval) is the rows'
         # count, not the examples' (it was 3.3 epochs on the 8B nightly's data, so no mid-run checkpoint)
-        rows = math.ceil(len(data.train_rows) / max(1.0, layout.examples_per_row)) if layout.packing else len(data.train_rows)
+        rows = math.ceil(len(data.train_rows) / max(1.0, layout.examples_per_row))  # unpacked: 1 per row
         steps_per_epoch = max(1, math.ceil(rows / (batch * accum)))
         callbacks, throughput = make_callbacks(cfg, on_metrics, has_eval, output_dir, log=log)
         t_setup = time.time()
@@ -188,7 +192,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         }, trainer.state.log_history)
 
     reset_peak_memory(cuda)
-    result = run_with_oom_backoff(session, layout.batch_size or cfg.batch_size, layout.gradient_accumulation_steps, log)
+    result = run_with_oom_backoff(session, layout.batch_size, layout.gradient_accumulation_steps, log)
     trainer, history = result.trainer, result.log_history
     t_final = time.time()
     last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)

@@ -76,7 +76,7 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     t_layout = time.time()
     layout = choose_layout(cfg, backend, loaded, data.train_rows, cuda)
     layout_s = round(time.time() - t_layout, 2)
-    log(f"batch layout: {layout.description}, {layout.batch_size or cfg.batch_size} rows x "
+    log(f"batch layout: {layout.description}, {layout.batch_size} rows x "
         f"{layout.gradient_accumulation_steps} per step" + (f" (expected padding if padded: {layout.padding_waste:.0%})"
                                                   if layout.padding_waste is not None else ""))
     result = fit(cfg, loaded, data, layout, output_dir, backend=backend, cuda=cuda, resume_from=resume_from,  # fit
