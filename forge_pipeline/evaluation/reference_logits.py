@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from forge_pipeline.files import read_jsonl, sha256_file, sha256_text
+from forge_pipeline.training.errors import is_out_of_memory
 
 FILE = "reference_logits.npz"
 FORMAT = 1
@@ -61,10 +62,6 @@ def _batch_bytes(device) -> int:
     except Exception:  # noqa: BLE001 - unknown: the cap alone
         return 2 * 2**30
     return max(64 * 2**20, min(2 * 2**30, free // 4))
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def _batches(seqs: list[tuple[list[int], int]], max_tokens: int):
@@ -116,7 +113,7 @@ def write_reference_logits(model, tokenizer, adapter_dir: Path, eval_path: Path,
         try:
             logits = model(input_ids=batch, attention_mask=mask).logits
         except (RuntimeError, MemoryError) as e:
-            if len(group) == 1 or not _is_oom(e):
+            if len(group) == 1 or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
                 raise
             logits = None
         del batch, mask

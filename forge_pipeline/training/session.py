@@ -19,7 +19,7 @@ from forge_pipeline.training.batch_layout import (
 )
 from forge_pipeline.training.config import TrainingConfig
 from forge_pipeline.training.data import TrainingData, to_prompt_completion
-from forge_pipeline.training.errors import NonFiniteLossError, TrainingError
+from forge_pipeline.training.errors import NonFiniteLossError, TrainingError, is_out_of_memory
 from forge_pipeline.training.measurement import make_callbacks, peak_memory_gib, reset_peak_memory
 from forge_pipeline.training.types import LogFn, MetricsFn
 
@@ -42,17 +42,6 @@ class Fit:
     log_history: list
 
 
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, grad_accum: int, log: LogFn = print):
     """Call run(batch, accum); on CUDA OOM halve the batch (rounded up) and raise accumulation so that a step
     still sees at least as many rows."""
@@ -60,7 +49,7 @@ def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, gra
         try:
             return run(batch_size, grad_accum)
         except Exception as e:  # noqa: BLE001 - only OOM is retried, everything else re-raised
-            if not _is_oom(e):
+            if not is_out_of_memory(e):
                 raise
             try:
                 import torch
