@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from forge_pipeline_tests.conftest import REPO_ROOT
@@ -143,3 +144,19 @@ def test_nightly_cycle_end_to_end(stack):
     assert len(deploy_runs(url)) == 1  # the same GGUF is not reloaded again
     history = json.loads((home / "serving" / "deployments.json").read_text())["history"]
     assert [h["sha256"] for h in history].count(sha) == 1
+
+
+def test_embedded_base_can_end_a_turn(gemma_base):
+    """The embedded Gemma 3 270M is a pretrained base: its <end_of_turn> row sat among 4,664 unused rows within
+    cosine 0.99, so fine-tuned answers never ended (turn_tokens.py). The converted base gives it EOS's row."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gemma_base)
+    with safe_open(str(gemma_base / "model.safetensors"), "np") as f:
+        w = f.get_tensor("model.embed_tokens.weight").astype(np.float64)
+    unit = w / np.linalg.norm(w, axis=1, keepdims=True)
+    eot, eos = tok.convert_tokens_to_ids("<end_of_turn>"), tok.eos_token_id
+    close = np.flatnonzero(unit @ unit[eot] > 0.99)
+    assert sorted(close.tolist()) == sorted({eot, eos}), len(close)
+    assert np.array_equal(w[eot], w[eos])

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forge_pipeline.files import atomic_write_json, sha256_file
+from forge_pipeline.training.turn_tokens import seed_untrained_turn_tokens
 
 GPU_DEFAULT_BASE = "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
 EMBEDDED_GEMMA = "embedded:gemma-3-270m"
-CONVERSION_FORMAT = 2  # bump when gguf_to_hf_dir's output changes, so cached conversions are redone
+# bump when gguf_to_hf_dir's output changes, so cached conversions (and the base GGUFs, probe answers and
+# losses keyed by the base fingerprint) are redone. 3: untrained turn tokens seeded (turn_tokens.py)
+CONVERSION_FORMAT = 3
 
 
 class BaseModelError(RuntimeError):
@@ -119,7 +122,8 @@ def _write_sentencepiece_tokenizer(gguf_path: Path, out_dir: Path) -> bool:
 
 
 def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF into a plain HF directory (float32 weights, tokenizer, chat template), once.
+    """Dequantize a GGUF into a plain HF directory (float32 weights, tokenizer, chat template), once, with
+    untrained turn tokens seeded from EOS/BOS (turn_tokens.py: otherwise a fine-tune cannot learn to end a turn).
 
     transformers flags GGUF-loaded models as quantized and refuses to save them, so the weights are
     copied into a model built from the same config. The cache is keyed by the GGUF's sha256.
@@ -145,14 +149,17 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=False)
     model.tie_weights()
-    model.save_pretrained(tmp)
+    tmp.mkdir(parents=True)
     if not _write_sentencepiece_tokenizer(gguf_path, tmp):
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         if getattr(tok, "bos_token", None):  # transformers 5.17 drops the BOS the GGUF asks for
             tok.add_bos_token = True
         tok.save_pretrained(tmp)
+    # in the base itself, so training, the served base GGUF, merges and evaluation all see the same rows
+    seeded = seed_untrained_turn_tokens(model, AutoTokenizer.from_pretrained(str(tmp)))
+    model.save_pretrained(tmp)
     atomic_write_json(tmp / "forge_source.json", {"gguf": str(gguf_path), "gguf_sha256": digest,
-                                                  "format": CONVERSION_FORMAT})
+                                                  "format": CONVERSION_FORMAT, "seeded_turn_tokens": seeded})
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir

@@ -13,7 +13,9 @@ training did. Choice, in order:
 
 Measured on the sample vault before this module (CPU default, 24 steps, plain-text template): 4 of 16
 probe answers looped or invented ``### User:`` / ``### Manager:`` turns — a 270M model does not learn to
-emit EOS after plain-text markers in 24 steps, while a single dedicated turn token is learned early.
+emit EOS after plain-text markers in 24 steps, while a single dedicated turn token is learned early —
+once that token's embedding is a trained one: a pretrained base's turn tokens may never have been trained
+(turn_tokens.py seeds them when the base is converted).
 """
 from __future__ import annotations
 

@@ -1,0 +1,58 @@
+"""Untrained turn tokens get a trained token's row (turn_tokens.py), checked with numpy cosines computed here."""
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from forge_pipeline.training.chat_template import GEMMA_CHAT_TEMPLATE
+from forge_pipeline.training.turn_tokens import seed_untrained_turn_tokens
+from forge_pipeline_tests.helpers import make_tiny_gemma
+
+
+def neighbours(weight: np.ndarray, row: int, cosine: float = 0.99) -> int:
+    unit = weight / np.linalg.norm(weight, axis=1, keepdims=True)
+    return int((unit @ unit[row] > cosine).sum()) - 1
+
+
+def untrained_cluster(model, rows: list[int]) -> None:
+    """What pretraining leaves: ``rows`` all near one vector (initialisation, never moved)."""
+    w = model.get_input_embeddings().weight
+    centre = torch.randn(w.shape[1])
+    with torch.no_grad():
+        for r in rows:
+            w[r] = centre + 0.001 * torch.randn(w.shape[1])
+
+
+def test_untrained_end_of_turn_gets_eos_row_and_nothing_else_moves(tmp_path):
+    base = make_tiny_gemma(tmp_path / "gemma")
+    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    eot, sot, eos = (tok.convert_tokens_to_ids(t) for t in ("<end_of_turn>", "<start_of_turn>", tok.eos_token))
+    cluster = [eot] + list(range(200, 300))
+    untrained_cluster(model, cluster)
+    before = model.get_input_embeddings().weight.detach().numpy().copy()
+    assert neighbours(before, eot) >= 100  # the defect: end of turn indistinguishable from 100 unused rows
+
+    seeded = seed_untrained_turn_tokens(model, tok)
+
+    after = model.get_input_embeddings().weight.detach().numpy()
+    assert seeded == {"<end_of_turn>": tok.eos_token}
+    assert np.array_equal(after[eot], before[eos]) and neighbours(after, eot) == 1  # EOS itself only
+    changed = np.flatnonzero(np.any(after != before, axis=1))
+    assert changed.tolist() == [eot]  # start of turn (trained here), EOS and the unused rows untouched
+    assert np.array_equal(after[sot], before[sot])
+    # the output layer is tied: the end-of-turn logit is now EOS's, a text end the base already predicts
+    assert np.array_equal(model.get_output_embeddings().weight.detach().numpy()[eot], before[eos])
+
+
+def test_trained_turn_tokens_and_own_templates_are_left_alone(tmp_path):
+    base = make_tiny_gemma(tmp_path / "gemma")
+    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    before = model.get_input_embeddings().weight.detach().numpy().copy()
+    assert seed_untrained_turn_tokens(model, tok) == {}  # random rows: every token is distinct
+
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    untrained_cluster(model, [eot] + list(range(200, 300)))
+    clustered = model.get_input_embeddings().weight.detach().numpy().copy()
+    tok.chat_template = GEMMA_CHAT_TEMPLATE  # an instruct base ships its own template: not ours to change
+    assert seed_untrained_turn_tokens(model, tok) == {}
+    assert np.array_equal(model.get_input_embeddings().weight.detach().numpy(), clustered)
+    assert not np.array_equal(clustered, before)
