@@ -56,3 +56,25 @@ def test_trained_turn_tokens_and_own_templates_are_left_alone(tmp_path):
     assert seed_untrained_turn_tokens(model, tok) == {}
     assert np.array_equal(model.get_input_embeddings().weight.detach().numpy(), clustered)
     assert not np.array_equal(clustered, before)
+
+
+def test_training_on_a_local_base_with_an_untrained_end_of_turn_says_so(curated, tmp_path):
+    """A local or hub base is the user's and never rewritten: training goes on, and its log says why the
+    answers will not end (and a base forge converts itself gets the seeding instead)."""
+    from forge_pipeline.training.trainer import run_training
+    from forge_pipeline_tests.helpers import tiny_cfg
+
+    logs = {}
+    for name, clustered in (("plain", False), ("clustered", True)):
+        base = make_tiny_gemma(tmp_path / name)
+        if clustered:
+            model = AutoModelForCausalLM.from_pretrained(base)
+            eot = AutoTokenizer.from_pretrained(base).convert_tokens_to_ids("<end_of_turn>")
+            untrained_cluster(model, [eot] + list(range(200, 300)))
+            model.save_pretrained(base)
+        logs[name] = []
+        run_training(curated.curated_path, tmp_path / f"out-{name}", tiny_cfg(base, max_steps=1, eval_steps=100),
+                     home=curated.home_dir, log=logs[name].append)
+    said = [m for m in logs["clustered"] if "<end_of_turn> has never been trained" in m]
+    assert said and said[0].startswith("warning:"), logs["clustered"]
+    assert not any("never been trained" in m for m in logs["plain"])

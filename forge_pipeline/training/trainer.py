@@ -23,6 +23,7 @@ from forge_pipeline.training.errors import NonFiniteLossError, TrainingError
 from forge_pipeline.training.manifest import AdapterManifest
 from forge_pipeline.training.publish import build_manifest, plot_loss_curve, publish_adapter
 from forge_pipeline.training.session import choose_layout, fit, run_with_oom_backoff
+from forge_pipeline.training.turn_tokens import untrained_end_of_turn
 from forge_pipeline.training.types import LogFn, MetricsFn, TrainingReport
 
 __all__ = ["run_training", "train", "TrainingReport", "TrainingError", "NonFiniteLossError", "choose_backend",
@@ -73,6 +74,10 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     t_load = time.time()
     loaded = load_model(backend, base, cfg, cuda)  # load
     load_s = round(time.time() - t_load, 2)
+    if base.source in ("local", "hub") and (token := untrained_end_of_turn(loaded.model, loaded.tokenizer)):
+        log(f"warning: the base's {token} has never been trained (its embedding sits among many unused ones), so "
+            f"the fine-tuned model will likely not end its answers; forge seeds it from EOS only in bases it "
+            f"converts itself: point base_model at a GGUF of this model (training/turn_tokens.py)")
     t_layout = time.time()
     layout = choose_layout(cfg, backend, loaded, data.train_rows, cuda)
     layout_s = round(time.time() - t_layout, 2)

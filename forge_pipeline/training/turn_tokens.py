@@ -72,3 +72,16 @@ def seed_untrained_turn_tokens(model, tokenizer) -> dict[str, str]:
                 out.weight[vocab[token]] = out.weight[vocab[source]]
             seeded[token] = source
     return seeded
+
+
+def untrained_end_of_turn(model, tokenizer) -> str | None:
+    """The end-of-turn token of the family template ``tokenizer`` was given (chat_template.prepare_tokenizer),
+    when its row is untrained: for a base forge does not convert itself (a local or hub directory is the
+    user's, never rewritten), training goes on and says so, since the answers will likely not end."""
+    from forge_pipeline.training.chat_template import TURN_FORMATS
+
+    fmt = next((f for f in TURN_FORMATS if f.template == getattr(tokenizer, "chat_template", None)), None)
+    if fmt is None:
+        return None
+    token_id = tokenizer.convert_tokens_to_ids(fmt.stops[0])
+    return fmt.stops[0] if is_untrained(model.get_input_embeddings().weight, token_id) else None
