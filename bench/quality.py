@@ -3,6 +3,7 @@
     python -m bench.quality nights     # three nights (vault up to Aug 31 / Sep 30 / Oct 31) + two bad nights,
                                        # then the probe set under several sampling settings
     python -m bench.quality steps [24 48 96 192]   # held-out eval loss and loop rate vs CPU training steps
+    python -m bench.quality regate     # today's evaluation and gate over the models `nights` left (minutes)
 
 Each night runs the real pipeline functions: extract + curate the vault as it stood that day, train with the
 CPU defaults, export (what serving would receive), evaluate base / live / candidate as served, decide, and
@@ -58,7 +59,8 @@ def summary(report, decision, eval_s: float) -> dict:
         "probe_invented_turns": {m.role: m.count("invented_turn") for m in report.models.values()},
         "probe_cut_at_limit": {m.role: m.count("cut") for m in report.models.values()},
         "regurgitation_share": c.regurgitation_share, "regurgitation_max_chars": c.regurgitation_max_chars,
-        "drift_kld": c.drift_kld, "round_trip": report.round_trip.ok, "deploy": decision.deploy,
+        "drift_kld": c.drift_kld, "prompt_gain": {m.role: m.prompt_gain for m in report.models.values()},
+        "round_trip": report.round_trip.ok, "deploy": decision.deploy,
         "reasons": decision.reasons, "eval_examples": report.eval_examples, "evaluation_wall_s": round(eval_s, 1),
         "evaluation_timings": report.timings,
         "candidate_answers": {p.prompt: p.text[:300] for p in c.probes[:3]},
@@ -168,6 +170,46 @@ def run_nights(home: Path) -> None:
     bad("answers scrambled across prompts", {}, scramble=True)
 
 
+def run_regate(home: Path) -> None:
+    """The current evaluation and gate over the models the last `nights` run left in ``home``, on night 3's
+    eval split: night 3 against night 2 as the live model (a good night), and the scrambled night against
+    night 3 (the night the gate used to pass). Only these two candidates still have their adapter folders
+    (training/run holds the last good night's, training/bad the scrambled one's)."""
+    from forge_pipeline.config import load_config
+    from forge_pipeline.evaluation.gate import GateThresholds, decide, paired_drop_p
+    from forge_pipeline.evaluation.run import Candidate, evaluate_models_from_settings
+    from forge_pipeline.evaluation.served import ServedModel
+
+    settings = load_config(home=home).model_copy(update={"vault": home / "vault"})
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    exports = sorted(p for p in settings.models_dir.iterdir() if p.is_dir())  # in the order `nights` made them
+    if len(exports) != 5:
+        sys.exit(f"{settings.models_dir}: expected the 5 exports of one `nights` run, found {len(exports)}")
+    base = ServedModel(next(settings.base_models_dir.glob("gguf/*/base-*.gguf")))
+    served = {name: ServedModel(base.gguf, next(exports[i].glob("adapter-*.gguf")))
+              for name, i in (("night 2", 1), ("night 3", 2), ("scrambled", 4))}
+    rows = []
+    for cand, live, adapter_dir in (("night 3", "night 2", "run"), ("scrambled", "night 3", "bad")):
+        t = time.perf_counter()
+        report = evaluate_models_from_settings(
+            settings, Candidate(served[cand], base, settings.training_dir / adapter_dir / "final"), served[live], None, log)
+        wall = time.perf_counter() - t
+        decision = decide(report, GateThresholds.from_settings(settings))
+        c, lv = report.candidate, report.live
+        rows.append({"candidate": cand, "live": live, "eval_loss": {"candidate": c.eval_loss, "live": lv.eval_loss},
+                     "prompt_gain": {m.role: m.prompt_gain for m in report.models.values()},
+                     "prompt_gain_ratio": c.prompt_gain / lv.prompt_gain,
+                     "paired_drop_p": paired_drop_p(c.prompt_gains, lv.prompt_gains),
+                     "prompt_gains": {m.role: [round(g, 4) for g in m.prompt_gains or []] for m in report.models.values()},
+                     "deploy": decision.deploy, "reasons": decision.reasons, "evaluation_wall_s": round(wall, 1),
+                     "candidate_prompt_gain_s": report.timings.get("candidate_prompt_gain_s")})
+        print(json.dumps({k: rows[-1][k] for k in ("candidate", "live", "eval_loss", "prompt_gain", "prompt_gain_ratio",
+                                                   "paired_drop_p", "deploy", "reasons")}), flush=True)
+    write_merged("prompt_gain", {"what": "today's evaluation and gate over the models of the `nights` run above, on "
+                                 "night 3's eval split (11 conversations); neutral prompt: metrics.NEUTRAL_PROMPT",
+                                 "runs": rows})
+
+
 def run_steps(home: Path, steps: list[int]) -> None:
     from forge_pipeline.config import SAMPLE_VAULT, load_config
 
@@ -192,6 +234,8 @@ if __name__ == "__main__":
     home = Path("/tmp/forge-quality-bench")
     if what == "nights":
         run_nights(home / "nights")
+    elif what == "regate":
+        run_regate(home / "nights")
     elif what == "steps":
         run_steps(home, [int(a) for a in sys.argv[2:]] or [24, 48, 96, 192])
     else:

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from forge_pipeline.evaluation import metrics
-from forge_pipeline.evaluation.gate import GateThresholds, decide, excess_p, latest_key, load_decision, save_evaluation
+from forge_pipeline.evaluation.gate import (
+    GateThresholds,
+    decide,
+    excess_p,
+    latest_key,
+    load_decision,
+    paired_drop_p,
+    save_evaluation,
+)
 from forge_pipeline.evaluation.nightly import headline, markdown
 from forge_pipeline.evaluation.probes import DEFAULT_PROBES, ProbeFileError, load_probes
 from forge_pipeline.evaluation.report import EvaluationReport, Fidelity, ModelResult, ProbeResult, RoundTrip
@@ -185,3 +193,70 @@ def test_a_live_model_of_another_vocabulary_leaves_the_loss_rule_to_the_base():
     assert not d.deploy and len(d.reasons) == 1 and "does not beat the base" in d.reasons[0]
     assert "vocabulary" in d.reasons[0] and d.reasons[0].count(". ") == 0
     assert "not measured: its vocabulary differs" in markdown(report, d)
+
+
+# Per-conversation prompt gains measured on the sample vault's 11 eval conversations (CPU default, after the
+# turn-token fix): the live model after night 2, and a night trained on the same answers scrambled across
+# their prompts, whose eval loss was 0.4% lower than the live model's (bench/results/quality.json).
+LIVE_GAINS = [0.234, 0.102, 0.504, 0.161, 0.274, 0.161, -0.036, 0.402, 0.103, 0.183, 0.165]
+SCRAMBLED_GAINS = [0.146, -0.05, 0.446, 0.068, 0.287, 0.116, -0.011, 0.266, 0.019, 0.161, 0.034]
+
+
+def test_paired_drop_p_is_the_share_of_sign_flips_at_least_as_low():
+    """Against brute force over every sign pattern, and against scipy's own paired permutation test."""
+    from itertools import product
+
+    from scipy.stats import permutation_test
+
+    rnd = np.random.default_rng(3)
+    for n in (1, 4, 11):
+        c, r = rnd.normal(0.1, 0.1, n), rnd.normal(0.15, 0.1, n)
+        d = c - r
+        brute = np.mean([sum(s * x for s, x in zip(signs, d)) <= d.sum() + 1e-12 for signs in product((1, -1), repeat=n)])
+        assert paired_drop_p(list(c), list(r)) == pytest.approx(brute)
+        if n == 1:  # scipy's test wants two or more pairs
+            continue
+        sp = permutation_test((c, r), lambda x, y: np.mean(x - y), permutation_type="samples", alternative="less",
+                              n_resamples=np.inf).pvalue
+        assert paired_drop_p(list(c), list(r)) == pytest.approx(sp)
+    c, r = rnd.normal(0.1, 0.1, 40), rnd.normal(0.13, 0.1, 40)  # sampled sign patterns beyond 16
+    sp = permutation_test((c, r), lambda x, y: np.mean(x - y), permutation_type="samples", alternative="less",
+                          n_resamples=200_000, rng=1).pvalue
+    assert abs(paired_drop_p(list(c), list(r)) - sp) < 0.01
+    assert paired_drop_p(SCRAMBLED_GAINS, LIVE_GAINS) < 0.01 and paired_drop_p(LIVE_GAINS, LIVE_GAINS) == 1.0
+
+
+def _with_gains(report: EvaluationReport, cand, live=LIVE_GAINS) -> EvaluationReport:
+    report.models["candidate"].prompt_gains = list(cand)
+    if report.live is not None:
+        report.models["live"].prompt_gains = list(live)
+    report.models["base"].prompt_gains = [g * 1.3 for g in live]
+    return report
+
+
+def test_a_candidate_whose_answers_ignore_their_prompts_is_refused():
+    """The night trained on scrambled answers had the better eval loss; only the prompt gain tells."""
+    d = decide(_with_gains(make_report(cand_loss=2.09, live_loss=2.1), SCRAMBLED_GAINS))
+    assert not d.deploy and len(d.reasons) == 1 and "depend less on their prompts" in d.reasons[0], d.reasons
+    assert "0.135" in d.reasons[0] and "0.205" in d.reasons[0]  # both means, as measured
+
+
+@pytest.mark.parametrize("cand, why", [
+    ([g * 0.95 for g in LIVE_GAINS], "a good night's gain (measured: 0.98 of the live model's)"),
+    (SCRAMBLED_GAINS[:3], "three conversations cannot show a drop beyond chance (p >= 1/8)"),
+    ([g + (0.2 if i % 2 else -0.25) for i, g in enumerate(LIVE_GAINS)], "lower on average, but noise"),
+])
+def test_the_prompt_gain_rule_passes_what_chance_or_a_good_night_explains(cand, why):
+    live = LIVE_GAINS[:len(cand)]
+    d = decide(_with_gains(make_report(), cand, live))
+    assert d.deploy and any(p.startswith("prompt gain") for p in d.passed), (why, d.reasons)
+
+
+def test_the_prompt_gain_rule_is_not_applied_against_the_base_or_when_turned_off():
+    first = _with_gains(make_report(live_loss=None, cand_loss=2.9), SCRAMBLED_GAINS)  # base gains 1.3x live's
+    d = decide(first)
+    assert d.deploy and not any("prompt" in p for p in d.passed + d.reasons)
+    assert decide(_with_gains(make_report(), SCRAMBLED_GAINS), GateThresholds(prompt_gain_ratio=0)).deploy
+    h = headline(_with_gains(make_report(), SCRAMBLED_GAINS), d)
+    assert h["prompt_gain_candidate"] == pytest.approx(np.mean(SCRAMBLED_GAINS), abs=1e-4)
+    assert h["prompt_gain_live"] == pytest.approx(np.mean(LIVE_GAINS), abs=1e-4)

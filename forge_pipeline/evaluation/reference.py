@@ -8,19 +8,35 @@ from pathlib import Path
 import numpy as np
 
 
+def _sequence(tok, msgs: list[dict], max_len: int) -> tuple[list[int], int] | None:
+    prompt = list(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False))
+    full = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=False))
+    if full[:len(prompt)] != prompt or len(prompt) >= min(len(full), max_len):
+        return None
+    return full[:max_len], len(prompt)
+
+
 def training_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int]]:
     """(ids of the whole conversation, index of the first answer token) per eval conversation, through the
     training tokenizer and template, truncated to max_len as training truncates; conversations with no
     answer token left are skipped."""
-    seqs = []
+    return [s for row in rows if (s := _sequence(tok, row["messages"], max_len)) is not None]
+
+
+def neutral_prompt_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int] | None]:
+    """For each conversation training_sequences keeps, in its order, the same answer under
+    metrics.NEUTRAL_PROMPT instead of its own user turn(s) (system turns kept), or None where that does not
+    tokenize to a prefix. The prompt-gain metric compares the two (metrics.py)."""
+    from forge_pipeline.evaluation.metrics import NEUTRAL_PROMPT
+
+    out = []
     for row in rows:
         msgs = row["messages"]
-        prompt = list(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False))
-        full = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=False))
-        if full[:len(prompt)] != prompt or len(prompt) >= min(len(full), max_len):
+        if _sequence(tok, msgs, max_len) is None:
             continue
-        seqs.append((full[:max_len], len(prompt)))
-    return seqs
+        neutral = [m for m in msgs[:-1] if m["role"] == "system"] + [{"role": "user", "content": NEUTRAL_PROMPT}]
+        out.append(_sequence(tok, neutral + [msgs[-1]], max_len))
+    return out
 
 
 class ReferenceModel:
