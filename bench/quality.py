@@ -4,6 +4,7 @@
                                        # then the probe set under several sampling settings
     python -m bench.quality steps [24 48 96 192]   # held-out eval loss and loop rate vs CPU training steps
     python -m bench.quality regate     # today's evaluation and gate over the models `nights` left (minutes)
+    python -m bench.quality gains      # the prompt gain of every model `nights` left, and the rule's power
 
 Each night runs the real pipeline functions: extract + curate the vault as it stood that day, train with the
 CPU defaults, export (what serving would receive), evaluate base / live / candidate as served, decide, and
@@ -210,6 +211,70 @@ def run_regate(home: Path) -> None:
                                  "runs": rows})
 
 
+def run_gains(home: Path) -> None:
+    """The prompt gain (metrics.py) of the base and of every model the last `nights` run exported, on night 3's
+    eval split, scored directly (no adapter folder needed, unlike `regate`): night 1 against the base is the
+    comparison rule 6 leaves out. Then the rule's power on 11 conversations, simulated: a candidate at a given
+    fraction of the live model's measured gains, plus per-conversation noise with the spread measured between
+    two good nights (night 3 - night 2), refused how often by the gate's rule (ratio below
+    gate_prompt_gain_ratio and paired_drop_p below gate_prompt_gain_alpha)."""
+    import numpy as np
+
+    from forge_pipeline.config import load_config
+    from forge_pipeline.evaluation import metrics
+    from forge_pipeline.evaluation.gate import GateThresholds, paired_drop_p
+    from forge_pipeline.evaluation.reference import ReferenceModel, neutral_prompt_sequences, training_sequences
+    from forge_pipeline.evaluation.served import OneModelAtATime, ServedModel
+    from forge_pipeline.files import read_jsonl
+
+    settings = load_config(home=home)
+    exports = sorted(p for p in settings.models_dir.iterdir() if p.is_dir())  # in the order `nights` made them
+    if len(exports) != 5:
+        sys.exit(f"{settings.models_dir}: expected the 5 exports of one `nights` run, found {len(exports)}")
+    base = next(settings.base_models_dir.glob("gguf/*/base-*.gguf"))
+    rows = read_jsonl(settings.eval_path)
+    tok = ReferenceModel(settings.training_dir / "run" / "final").tokenizer
+    seqs, neutral = training_sequences(tok, rows, 1024), neutral_prompt_sequences(tok, rows, 1024)
+
+    def score(m, s):
+        return None if s is None else (float(metrics.token_nll(m.logits(s[0], s[1] - 1), s[0], s[1], rows_from=s[1] - 1).sum()),
+                                       len(s[0]) - s[1])
+
+    gains, models = {}, OneModelAtATime(2048, None)
+    try:
+        for name, lora in [("base", None), ("night 1", 0), ("night 2", 1), ("night 3", 2), ("scrambled", 4)]:
+            m = models.get(ServedModel(base, None if lora is None else next(exports[lora].glob("adapter-*.gguf"))))
+            gains[name] = metrics.prompt_gains([score(m, s) for s in seqs], [score(m, s) for s in neutral])
+            print(json.dumps({"model": name, "prompt_gain": float(np.mean(gains[name]))}), flush=True)
+    finally:
+        models.close()
+    pairs = [("night 1", "base"), ("night 2", "night 1"), ("night 3", "night 2"), ("scrambled", "night 3"),
+             ("scrambled", "night 2")]
+    compared = [{"candidate": c, "against": r, "ratio": float(np.mean(gains[c]) / np.mean(gains[r])),
+                 "paired_drop_p": paired_drop_p(gains[c], gains[r])} for c, r in pairs]
+    t = GateThresholds()
+    live = np.array(gains["night 3"])
+    sd = float(np.std(np.array(gains["night 3"]) - np.array(gains["night 2"]), ddof=1))
+    rng, power = np.random.default_rng(0), []
+    for frac in (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.67, 0.5):
+        refused = 0
+        for _ in range(2000):
+            cand = frac * live + rng.normal(0, sd, live.size)
+            refused += bool(cand.mean() / live.mean() < t.prompt_gain_ratio
+                            and paired_drop_p(list(cand), list(live)) < t.prompt_gain_alpha)
+        power.append({"fraction_of_live": frac, "refused_share": refused / 2000})
+    write_merged("prompt_gain_models", {
+        "what": "prompt gain of each model of the `nights` run on night 3's eval split (11 conversations), scored "
+                "directly; pairs as the gate would compare them (the rule applies against the live model only)",
+        "mean_gain": {k: float(np.mean(v)) for k, v in gains.items()}, "per_conversation": gains,
+        "compared": compared,
+        "power_simulated": {"what": "a candidate at fraction x of night 3's gains + N(0, sd) per conversation, "
+                                    "sd measured between nights 2 and 3; 2000 draws each, the gate's default rule",
+                            "sd": sd, "runs": power}})
+    for row in compared + power:
+        print(json.dumps(row), flush=True)
+
+
 def run_steps(home: Path, steps: list[int]) -> None:
     from forge_pipeline.config import SAMPLE_VAULT, load_config
 
@@ -234,6 +299,8 @@ if __name__ == "__main__":
     home = Path("/tmp/forge-quality-bench")
     if what == "nights":
         run_nights(home / "nights")
+    elif what == "gains":
+        run_gains(home / "nights")
     elif what == "regate":
         run_regate(home / "nights")
     elif what == "steps":

@@ -306,7 +306,9 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         if sparse is None:
             log(f"fidelity against the trained model loaded again ({why})")
         lap("round_trip_reference_s")
-        losses = {role: _LossCache(cache_dir, ident) for role, ident in idents.items()}
+        # one cache per model identity: two roles may be one model (a re-export of the live adapter)
+        caches = {ident: _LossCache(cache_dir, ident) for ident in set(idents.values())}
+        losses = {role: caches[ident] for role, ident in idents.items()}
         kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse, losses["candidate"])
         lap("scoring_s")
         quant = gguf_quantization(candidate.gguf)

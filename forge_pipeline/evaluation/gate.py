@@ -21,7 +21,7 @@ A candidate is deployed only if every rule holds:
    ``FORGE_GATE_PROMPT_GAIN_RATIO`` (0.85) of the live model's, or the drop is within chance: a paired
    sign-flip permutation test over the eval conversations (``paired_drop_p``) gives it a chance of at least
    ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). Against the live model only: a first fine-tune's gain is lower than
-   the base's by nature (night 1 on the sample vault: 0.75 of the base's, p 0.08), since it learns what the answers
+   the base's by nature (night 1 on the sample vault: 0.75 of the base's, p 0.08; bench/results/quality.json), since it learns what the answers
    have in common, so the base is no yardstick for it.
 """
 from __future__ import annotations
@@ -180,9 +180,15 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
 
 def _prompt_gain_rule(cand, live, t: GateThresholds, passed: list[str], failed: list[str]) -> None:
     """Rule 6, against the live model only (the module docstring says why not against the base)."""
-    c, r = cand.prompt_gains, live.prompt_gains if live is not None else None
-    if t.prompt_gain_ratio <= 0 or not c or not r or len(c) != len(r):
-        return  # not measured on both (the first model, or a live model of another vocabulary): no rule
+    if live is None or t.prompt_gain_ratio <= 0:
+        return  # the first model (or the rule turned off): nothing to compare with
+    c, r = cand.prompt_gains, live.prompt_gains
+    why = ("the live model was not scored" if not r else "the candidate was not scored" if not c else
+           f"{len(c)} against {len(r)} conversations" if len(c) != len(r) else
+           "a gain is not a finite number" if not np.isfinite(np.concatenate([c, r])).all() else None)
+    if why:  # e.g. a live model of another vocabulary, or a wrecked candidate (its loss rule refuses it)
+        passed.append(f"prompt gain not compared: {why}")
+        return
     c_mean, r_mean = float(np.mean(c)), float(np.mean(r))
     if r_mean <= 0:
         passed.append(f"prompt gain {c_mean:.3f} (the live model's {r_mean:.3f} leaves nothing to lose)")

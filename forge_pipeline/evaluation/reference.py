@@ -25,17 +25,25 @@ def training_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[i
 
 def neutral_prompt_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int] | None]:
     """For each conversation training_sequences keeps, in its order, the same answer under
-    metrics.NEUTRAL_PROMPT instead of its own user turn(s) (system turns kept), or None where that does not
-    tokenize to a prefix. The prompt-gain metric compares the two (metrics.py)."""
+    metrics.NEUTRAL_PROMPT in place of everything before it but the system turn(s) (eval rows are one user
+    turn and one answer), or None where that does not tokenize to the same answer tokens. The answer is cut
+    where its own-prompt sequence cuts it (max_len): the shorter neutral prompt would otherwise keep more of
+    a long answer, and the prompt gain would compare two different spans."""
     from forge_pipeline.evaluation.metrics import NEUTRAL_PROMPT
 
     out = []
     for row in rows:
         msgs = row["messages"]
-        if _sequence(tok, msgs, max_len) is None:
+        own = _sequence(tok, msgs, max_len)
+        if own is None:
             continue
         neutral = [m for m in msgs[:-1] if m["role"] == "system"] + [{"role": "user", "content": NEUTRAL_PROMPT}]
-        out.append(_sequence(tok, neutral + [msgs[-1]], max_len))
+        seq = _sequence(tok, neutral + [msgs[-1]], max_len)
+        if seq is not None:
+            answer = own[0][own[1]:]
+            ids, start = seq
+            seq = (ids[:start + len(answer)], start) if ids[start:start + len(answer)] == answer else None
+        out.append(seq)
     return out
 
 

@@ -41,8 +41,9 @@ class ModelResult(BaseModel):
     regurgitation_max_chars: int = 0
     regurgitation_share: float = 0.0
     style_similarity: Optional[float] = None
-    # metrics.prompt_gains: per eval conversation, in the order of the eval split (the gate pairs the
-    # candidate's with the live model's); None where not measured
+    # metrics.prompt_gains: per scored eval conversation, in the eval split's order (conversations without a
+    # neutral-prompt score are left out, the same ones for every model, so the gate pairs the candidate's
+    # with the live model's); None where not measured
     prompt_gains: Optional[list[float]] = None
 
     @property
