@@ -3,6 +3,8 @@
     python -m bench.quality nights     # three nights (vault up to Aug 31 / Sep 30 / Oct 31) + two bad nights,
                                        # then the probe set under several sampling settings
     python -m bench.quality steps [24 48 96 192]   # held-out eval loss and loop rate vs CPU training steps
+    python -m bench.quality regate     # today's evaluation and gate over the models `nights` left (minutes)
+    python -m bench.quality gains      # the prompt gain of every model `nights` left, and the rule's power
 
 Each night runs the real pipeline functions: extract + curate the vault as it stood that day, train with the
 CPU defaults, export (what serving would receive), evaluate base / live / candidate as served, decide, and
@@ -58,7 +60,8 @@ def summary(report, decision, eval_s: float) -> dict:
         "probe_invented_turns": {m.role: m.count("invented_turn") for m in report.models.values()},
         "probe_cut_at_limit": {m.role: m.count("cut") for m in report.models.values()},
         "regurgitation_share": c.regurgitation_share, "regurgitation_max_chars": c.regurgitation_max_chars,
-        "drift_kld": c.drift_kld, "round_trip": report.round_trip.ok, "deploy": decision.deploy,
+        "drift_kld": c.drift_kld, "prompt_gain": {m.role: m.prompt_gain for m in report.models.values()},
+        "round_trip": report.round_trip.ok, "deploy": decision.deploy,
         "reasons": decision.reasons, "eval_examples": report.eval_examples, "evaluation_wall_s": round(eval_s, 1),
         "evaluation_timings": report.timings,
         "candidate_answers": {p.prompt: p.text[:300] for p in c.probes[:3]},
@@ -168,6 +171,110 @@ def run_nights(home: Path) -> None:
     bad("answers scrambled across prompts", {}, scramble=True)
 
 
+def run_regate(home: Path) -> None:
+    """The current evaluation and gate over the models the last `nights` run left in ``home``, on night 3's
+    eval split: night 3 against night 2 as the live model (a good night), and the scrambled night against
+    night 3 (the night the gate used to pass). Only these two candidates still have their adapter folders
+    (training/run holds the last good night's, training/bad the scrambled one's)."""
+    from forge_pipeline.config import load_config
+    from forge_pipeline.evaluation.gate import GateThresholds, decide, paired_drop_p
+    from forge_pipeline.evaluation.run import Candidate, evaluate_models_from_settings
+    from forge_pipeline.evaluation.served import ServedModel
+
+    settings = load_config(home=home).model_copy(update={"vault": home / "vault"})
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    exports = sorted(p for p in settings.models_dir.iterdir() if p.is_dir())  # in the order `nights` made them
+    if len(exports) != 5:
+        sys.exit(f"{settings.models_dir}: expected the 5 exports of one `nights` run, found {len(exports)}")
+    base = ServedModel(next(settings.base_models_dir.glob("gguf/*/base-*.gguf")))
+    served = {name: ServedModel(base.gguf, next(exports[i].glob("adapter-*.gguf")))
+              for name, i in (("night 2", 1), ("night 3", 2), ("scrambled", 4))}
+    rows = []
+    for cand, live, adapter_dir in (("night 3", "night 2", "run"), ("scrambled", "night 3", "bad")):
+        t = time.perf_counter()
+        report = evaluate_models_from_settings(
+            settings, Candidate(served[cand], base, settings.training_dir / adapter_dir / "final"), served[live], None, log)
+        wall = time.perf_counter() - t
+        decision = decide(report, GateThresholds.from_settings(settings))
+        c, lv = report.candidate, report.live
+        rows.append({"candidate": cand, "live": live, "eval_loss": {"candidate": c.eval_loss, "live": lv.eval_loss},
+                     "prompt_gain": {m.role: m.prompt_gain for m in report.models.values()},
+                     "prompt_gain_ratio": c.prompt_gain / lv.prompt_gain,
+                     "paired_drop_p": paired_drop_p(c.prompt_gains, lv.prompt_gains),
+                     "prompt_gains": {m.role: [round(g, 4) for g in m.prompt_gains or []] for m in report.models.values()},
+                     "deploy": decision.deploy, "reasons": decision.reasons, "evaluation_wall_s": round(wall, 1),
+                     "candidate_prompt_gain_s": report.timings.get("candidate_prompt_gain_s")})
+        print(json.dumps({k: rows[-1][k] for k in ("candidate", "live", "eval_loss", "prompt_gain", "prompt_gain_ratio",
+                                                   "paired_drop_p", "deploy", "reasons")}), flush=True)
+    write_merged("prompt_gain", {"what": "today's evaluation and gate over the models of the `nights` run above, on "
+                                 "night 3's eval split (11 conversations); neutral prompt: metrics.NEUTRAL_PROMPT",
+                                 "runs": rows})
+
+
+def run_gains(home: Path) -> None:
+    """The prompt gain (metrics.py) of the base and of every model the last `nights` run exported, on night 3's
+    eval split, scored directly (no adapter folder needed, unlike `regate`): night 1 against the base is the
+    comparison rule 6 leaves out. Then the rule's power on 11 conversations, simulated: a candidate at a given
+    fraction of the live model's measured gains, plus per-conversation noise with the spread measured between
+    two good nights (night 3 - night 2), refused how often by the gate's rule (ratio below
+    gate_prompt_gain_ratio and paired_drop_p below gate_prompt_gain_alpha)."""
+    import numpy as np
+
+    from forge_pipeline.config import load_config
+    from forge_pipeline.evaluation import metrics
+    from forge_pipeline.evaluation.gate import GateThresholds, paired_drop_p
+    from forge_pipeline.evaluation.reference import ReferenceModel, neutral_prompt_sequences, training_sequences
+    from forge_pipeline.evaluation.served import OneModelAtATime, ServedModel
+    from forge_pipeline.files import read_jsonl
+
+    settings = load_config(home=home)
+    exports = sorted(p for p in settings.models_dir.iterdir() if p.is_dir())  # in the order `nights` made them
+    if len(exports) != 5:
+        sys.exit(f"{settings.models_dir}: expected the 5 exports of one `nights` run, found {len(exports)}")
+    base = next(settings.base_models_dir.glob("gguf/*/base-*.gguf"))
+    rows = read_jsonl(settings.eval_path)
+    tok = ReferenceModel(settings.training_dir / "run" / "final").tokenizer
+    seqs, neutral = training_sequences(tok, rows, 1024), neutral_prompt_sequences(tok, rows, 1024)
+
+    def score(m, s):
+        return None if s is None else (float(metrics.token_nll(m.logits(s[0], s[1] - 1), s[0], s[1], rows_from=s[1] - 1).sum()),
+                                       len(s[0]) - s[1])
+
+    gains, models = {}, OneModelAtATime(2048, None)
+    try:
+        for name, lora in [("base", None), ("night 1", 0), ("night 2", 1), ("night 3", 2), ("scrambled", 4)]:
+            m = models.get(ServedModel(base, None if lora is None else next(exports[lora].glob("adapter-*.gguf"))))
+            gains[name] = metrics.prompt_gains([score(m, s) for s in seqs], [score(m, s) for s in neutral])
+            print(json.dumps({"model": name, "prompt_gain": float(np.mean(gains[name]))}), flush=True)
+    finally:
+        models.close()
+    pairs = [("night 1", "base"), ("night 2", "night 1"), ("night 3", "night 2"), ("scrambled", "night 3"),
+             ("scrambled", "night 2")]
+    compared = [{"candidate": c, "against": r, "ratio": float(np.mean(gains[c]) / np.mean(gains[r])),
+                 "paired_drop_p": paired_drop_p(gains[c], gains[r])} for c, r in pairs]
+    t = GateThresholds()
+    live = np.array(gains["night 3"])
+    sd = float(np.std(np.array(gains["night 3"]) - np.array(gains["night 2"]), ddof=1))
+    rng, power = np.random.default_rng(0), []
+    for frac in (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.67, 0.5):
+        refused = 0
+        for _ in range(2000):
+            cand = frac * live + rng.normal(0, sd, live.size)
+            refused += bool(cand.mean() / live.mean() < t.prompt_gain_ratio
+                            and paired_drop_p(list(cand), list(live)) < t.prompt_gain_alpha)
+        power.append({"fraction_of_live": frac, "refused_share": refused / 2000})
+    write_merged("prompt_gain_models", {
+        "what": "prompt gain of each model of the `nights` run on night 3's eval split (11 conversations), scored "
+                "directly; pairs as the gate would compare them (the rule applies against the live model only)",
+        "mean_gain": {k: float(np.mean(v)) for k, v in gains.items()}, "per_conversation": gains,
+        "compared": compared,
+        "power_simulated": {"what": "a candidate at fraction x of night 3's gains + N(0, sd) per conversation, "
+                                    "sd measured between nights 2 and 3; 2000 draws each, the gate's default rule",
+                            "sd": sd, "runs": power}})
+    for row in compared + power:
+        print(json.dumps(row), flush=True)
+
+
 def run_steps(home: Path, steps: list[int]) -> None:
     from forge_pipeline.config import SAMPLE_VAULT, load_config
 
@@ -192,6 +299,10 @@ if __name__ == "__main__":
     home = Path("/tmp/forge-quality-bench")
     if what == "nights":
         run_nights(home / "nights")
+    elif what == "gains":
+        run_gains(home / "nights")
+    elif what == "regate":
+        run_regate(home / "nights")
     elif what == "steps":
         run_steps(home, [int(a) for a in sys.argv[2:]] or [24, 48, 96, 192])
     else:

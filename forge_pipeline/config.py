@@ -155,6 +155,16 @@ class ForgeSettings(BaseSettings):
                                     "with the seeds (bench/results/evaluation_speed.json). 0: any excess refuses.")
     gate_max_regurgitation_share: float = Field(0.25, ge=0, le=1, description="Largest share of probe answers "
                                                 "that may copy 50+ characters verbatim from the training data.")
+    gate_prompt_gain_ratio: float = Field(0.85, ge=0, description="A candidate whose prompt gain (how much an "
+                                          "answer's own prompt lowers its loss against a neutral prompt, "
+                                          "evaluation/metrics.py) is below this fraction of the live model's is "
+                                          "refused when the drop is also beyond chance (gate_prompt_gain_alpha): "
+                                          "the sign of answers trained under the wrong prompts, which the eval "
+                                          "loss does not show. Measured on the sample vault: a good night 0.98 "
+                                          "of the live model's, a scrambled night 0.67. 0 turns the rule off.")
+    gate_prompt_gain_alpha: float = Field(0.05, ge=0, le=1, description="The prompt-gain drop refuses only when "
+                                          "a paired sign-flip permutation test over the eval conversations gives "
+                                          "it a chance below this were both models equally prompt-dependent.")
 
     @property
     def schedule_timezone(self) -> str:

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from forge_pipeline.evaluation import metrics
-from forge_pipeline.evaluation.gate import GateThresholds, decide, excess_p, latest_key, load_decision, save_evaluation
+from forge_pipeline.evaluation.gate import (
+    GateThresholds,
+    decide,
+    excess_p,
+    latest_key,
+    load_decision,
+    paired_drop_p,
+    save_evaluation,
+)
 from forge_pipeline.evaluation.nightly import headline, markdown
 from forge_pipeline.evaluation.probes import DEFAULT_PROBES, ProbeFileError, load_probes
 from forge_pipeline.evaluation.report import EvaluationReport, Fidelity, ModelResult, ProbeResult, RoundTrip
@@ -94,7 +102,8 @@ def make_report(cand_loss=2.0, live_loss: float | None = 2.1, base_loss=3.0, kld
 
 def test_a_good_candidate_passes_every_rule():
     d = decide(make_report())
-    assert d.deploy and d.reasons == [] and len(d.passed) == 5 and d.against == "live"
+    assert d.deploy and d.reasons == [] and len(d.passed) == 6 and d.against == "live"
+    assert d.passed[-1] == "prompt gain not compared: the live model was not scored"  # said, not silently skipped
 
 
 @pytest.mark.parametrize("change, words", [
@@ -185,3 +194,99 @@ def test_a_live_model_of_another_vocabulary_leaves_the_loss_rule_to_the_base():
     assert not d.deploy and len(d.reasons) == 1 and "does not beat the base" in d.reasons[0]
     assert "vocabulary" in d.reasons[0] and d.reasons[0].count(". ") == 0
     assert "not measured: its vocabulary differs" in markdown(report, d)
+
+
+# Per-conversation prompt gains measured together on the sample vault's 11 eval conversations (CPU default,
+# after the turn-token fix): the live model (night 3) and a night trained on the same answers scrambled
+# across their prompts, whose eval loss was 0.4% lower than the live model's (bench/results/quality.json,
+# "prompt_gain", second run: p 0.0127).
+LIVE_GAINS = [0.2315, 0.0898, 0.4726, 0.2479, 0.2662, 0.166, -0.0698, 0.4149, 0.0675, 0.1529, 0.1653]
+SCRAMBLED_GAINS = [0.1456, -0.0502, 0.4465, 0.0678, 0.2867, 0.1156, -0.0108, 0.2661, 0.0186, 0.1613, 0.0344]
+
+
+def test_paired_drop_p_is_the_share_of_sign_flips_at_least_as_low():
+    """Against brute force over every sign pattern, and against scipy's own paired permutation test."""
+    from itertools import product
+
+    from scipy.stats import permutation_test
+
+    rnd = np.random.default_rng(3)
+    for n in (1, 4, 11):
+        c, r = rnd.normal(0.1, 0.1, n), rnd.normal(0.15, 0.1, n)
+        d = c - r
+        brute = np.mean([sum(s * x for s, x in zip(signs, d)) <= d.sum() + 1e-12 for signs in product((1, -1), repeat=n)])
+        assert paired_drop_p(list(c), list(r)) == pytest.approx(brute)
+        if n == 1:  # scipy's test wants two or more pairs
+            continue
+        sp = permutation_test((c, r), lambda x, y: np.mean(x - y), permutation_type="samples", alternative="less",
+                              n_resamples=np.inf).pvalue
+        assert paired_drop_p(list(c), list(r)) == pytest.approx(sp)
+    c, r = rnd.normal(0.1, 0.1, 40), rnd.normal(0.13, 0.1, 40)  # sampled sign patterns beyond 16
+    sp = permutation_test((c, r), lambda x, y: np.mean(x - y), permutation_type="samples", alternative="less",
+                          n_resamples=200_000, rng=1).pvalue
+    assert abs(paired_drop_p(list(c), list(r)) - sp) < 0.01
+    assert paired_drop_p(SCRAMBLED_GAINS, LIVE_GAINS) == pytest.approx(0.0127, abs=1e-4)
+    assert paired_drop_p(LIVE_GAINS, LIVE_GAINS) == 1.0
+
+
+def _with_gains(report: EvaluationReport, cand, live=LIVE_GAINS) -> EvaluationReport:
+    report.models["candidate"].prompt_gains = list(cand)
+    if report.live is not None:
+        report.models["live"].prompt_gains = list(live)
+    report.models["base"].prompt_gains = [g * 1.3 for g in live]
+    return report
+
+
+def test_a_candidate_whose_answers_ignore_their_prompts_is_refused():
+    """The night trained on scrambled answers had the better eval loss; only the prompt gain tells."""
+    d = decide(_with_gains(make_report(cand_loss=2.09, live_loss=2.1), SCRAMBLED_GAINS))
+    assert not d.deploy and len(d.reasons) == 1 and "depend less on their prompts" in d.reasons[0], d.reasons
+    assert "0.135" in d.reasons[0] and "0.200" in d.reasons[0] and "p 0.013" in d.reasons[0]  # as measured
+
+
+@pytest.mark.parametrize("cand, why", [
+    ([g * 0.95 for g in LIVE_GAINS], "a good night's gain (measured: 0.98 of the live model's)"),
+    (SCRAMBLED_GAINS[:3], "three conversations cannot show a drop beyond chance (p >= 1/8)"),
+    ([g + (0.2 if i % 2 else -0.25) for i, g in enumerate(LIVE_GAINS)], "lower on average, but noise"),
+])
+def test_the_prompt_gain_rule_passes_what_chance_or_a_good_night_explains(cand, why):
+    live = LIVE_GAINS[:len(cand)]
+    d = decide(_with_gains(make_report(), cand, live))
+    assert d.deploy and any(p.startswith("prompt gain") for p in d.passed), (why, d.reasons)
+
+
+def test_a_gain_that_is_not_a_number_is_not_compared():
+    d = decide(_with_gains(make_report(), [float("nan")] + SCRAMBLED_GAINS[1:]))
+    assert d.deploy and "prompt gain not compared: a gain is not a finite number" in d.passed
+
+
+def test_the_prompt_gain_rule_is_not_applied_against_the_base_or_when_turned_off():
+    first = _with_gains(make_report(live_loss=None, cand_loss=2.9), SCRAMBLED_GAINS)  # base gains 1.3x live's
+    d = decide(first)
+    assert d.deploy and not any("prompt" in p for p in d.passed + d.reasons)
+    assert decide(_with_gains(make_report(), SCRAMBLED_GAINS), GateThresholds(prompt_gain_ratio=0)).deploy
+    h = headline(_with_gains(make_report(), SCRAMBLED_GAINS), d)
+    assert h["prompt_gain_candidate"] == pytest.approx(np.mean(SCRAMBLED_GAINS), abs=1e-4)
+    assert h["prompt_gain_live"] == pytest.approx(np.mean(LIVE_GAINS), abs=1e-4)
+
+
+def test_a_long_answer_is_scored_on_the_same_tokens_under_both_prompts(tmp_path):
+    """The neutral prompt is shorter than the answer's own: cut at max_len on its own, the neutral sequence
+    would keep more of a long answer, and the prompt gain would compare two different spans."""
+    from transformers import AutoTokenizer
+
+    from forge_pipeline.evaluation.reference import neutral_prompt_sequences, training_sequences
+    from forge_pipeline.training.chat_template import prepare_tokenizer
+    from forge_pipeline_tests.helpers import make_gemma_tokenizer
+    from forge_pipeline_tests.tiny_models import WORDS
+
+    tok = AutoTokenizer.from_pretrained(str(make_gemma_tokenizer(tmp_path / "tok")))
+    prepare_tokenizer(tok)
+    long_answer = " ".join(WORDS[i % len(WORDS)] for i in range(300))
+    rows = [{"messages": [{"role": "system", "content": "You are kind."},
+                          {"role": "user", "content": " ".join(WORDS[:40])}, {"role": "assistant", "content": a}]}
+            for a in (long_answer, "a short answer")]
+    own, neutral = training_sequences(tok, rows, 128), neutral_prompt_sequences(tok, rows, 128)
+    assert len(own) == len(neutral) == 2 and len(own[0][0]) == 128  # the long one is cut
+    for (ids, start), (n_ids, n_start) in zip(own, neutral):
+        assert n_start < start and n_ids[n_start:] == ids[start:]  # the same answer tokens, nothing more

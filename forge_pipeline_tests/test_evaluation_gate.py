@@ -21,8 +21,15 @@ PROBES = ["the rest week", "the quiet morning week"]
 SAMPLING = Sampling(max_tokens=32)
 
 
-def rows(n: int, seed: int, scramble: bool = False) -> list[dict]:
-    """Learnable conversations: the answer follows from the question. scramble: answers in random word order."""
+def rows(n: int, seed: int, scramble: bool = False, mismatch: bool = False) -> list[dict]:
+    """Learnable conversations: the answer follows from the question. scramble: answers in random word order;
+    mismatch: each answer under another conversation's question (the answers themselves unchanged)."""
+    if mismatch:
+        out = rows(n, seed)
+        answers = [r["messages"][-1] for r in out]
+        for i, r in enumerate(out):
+            r["messages"] = r["messages"][:-1] + [answers[(i + 1) % n]]
+        return out
     rnd, out = random.Random(seed), []
     for i in range(n):
         a, b = WORDS[(i + seed) % len(WORDS)], WORDS[(i * 3 + seed) % len(WORDS)]
@@ -56,7 +63,7 @@ def lab(tmp_path_factory):
     write_jsonl(w / "scrambled.jsonl", rows(48, 0, scramble=True))
     write_jsonl(w / "eval.jsonl", rows(8, 1))
 
-    def fit(name: str, data: str, steps: int) -> Path:
+    def fit(name: str, data: str, steps: int) -> Path:  # the real trainer (lab["fit"] for a test's own model)
         return train(w / data, w / name, base_model=str(base), learning_rate=5e-3, num_epochs=10, batch_size=4,
                      gradient_accumulation_steps=1, eval_path=w / "eval.jsonl", max_seq_length=128, max_steps=steps,
                      min_examples=4, home=w / "home", force_cpu=True, eval_steps=steps, save_steps=1000,
@@ -73,7 +80,7 @@ def lab(tmp_path_factory):
                                train_path=w / "train.jsonl", live=live, probes=PROBES, sampling=SAMPLING,
                                cache_dir=w / cache, log=lambda m: None)
 
-    lab["evaluate"] = evaluate
+    lab["evaluate"], lab["fit"] = evaluate, fit
     return lab
 
 
@@ -95,6 +102,21 @@ def test_gate_accepts_a_better_candidate_and_refuses_a_worse_one(lab):
     d = decide(worse)
     assert not d.deploy and any("worse than the live model" in r for r in d.reasons), d.reasons
     assert worse.data_changes is None or worse.data_changes.unchanged >= 0
+
+
+def test_answers_trained_under_the_wrong_prompts_lose_their_prompt_gain_and_are_refused(lab):
+    """The same answers, each trained under another conversation's question: the model learns what an answer
+    looks like but not which question it answers, so a neutral prompt costs it little (prompt gain), against
+    the live model trained on the true pairs for as many steps."""
+    write_jsonl(lab["w"] / "mismatched.jsonl", rows(48, 0, mismatch=True))
+    adapter = lab["fit"]("mismatched", "mismatched.jsonl", 48)
+    live = ServedModel(lab["ggufs"]["better"])
+    report = lab["evaluate"](ServedModel(export(adapter, lab["w"] / "mismatched.gguf")), adapter, live)
+    c, lv = report.candidate, report.live
+    assert len(c.prompt_gains) == len(lv.prompt_gains) == len(report.base.prompt_gains) == 8
+    assert c.prompt_gain < 0.7 * lv.prompt_gain, (c.prompt_gain, lv.prompt_gain)  # measured: 0.125 vs 0.246
+    d = decide(report)
+    assert not d.deploy and any("depend less on their prompts" in r for r in d.reasons), d.reasons
 
 
 def test_a_zero_lora_adapter_is_no_better_than_live(lab, tmp_path):

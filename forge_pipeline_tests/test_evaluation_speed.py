@@ -144,8 +144,9 @@ def test_a_grown_eval_split_scores_only_its_new_conversations(lab, tmp_path, mon
     monkeypatch.setattr(ev.metrics, "sparse_kl_top1_nll", lambda *a, **k: fidelity.append(1) or real_fid(*a, **k))
     report = evaluate_models(cand, ServedModel(lab["base"]), eval_path=grown, **kw)
     # the candidate's 7 (its loss comes with the fidelity pass: here the dense one, since the trainer's
-    # reference was written for last night's 6 conversations) and the base's 1 new conversation
-    assert (len(fidelity), len(scored)) == (0, 7 + 1), (len(fidelity), len(scored))
+    # reference was written for last night's 6 conversations), the base's 1 new conversation, and the new
+    # conversation under the neutral prompt (prompt gain) for each of the two
+    assert (len(fidelity), len(scored)) == (0, 7 + 1 + 1 + 1), (len(fidelity), len(scored))
     assert not report.base.loss_cached
     seqs = training_sequences(ReferenceModel(lab["cand"]).tokenizer, read_jsonl(grown), 1024)
     assert report.base.eval_loss == pytest.approx(math.log(gguf_perplexity(lab["base"], seqs)), rel=1e-4)

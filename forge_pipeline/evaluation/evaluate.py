@@ -20,7 +20,7 @@ import numpy as np
 
 from forge_pipeline.evaluation import metrics
 from forge_pipeline.evaluation.probes import GENERAL_TEXT
-from forge_pipeline.evaluation.reference import ReferenceModel, training_sequences
+from forge_pipeline.evaluation.reference import ReferenceModel, neutral_prompt_sequences, training_sequences
 from forge_pipeline.evaluation.report import (
     DataChanges,
     EvaluationReport,
@@ -109,24 +109,43 @@ class _Laps:
         self.t = now
 
 
-def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], identity: str,
-          cache_dir: Path | None) -> tuple[float | None, int, bool]:
+def _scores(model: LoadedModel, seqs: list[tuple[list[int], int] | None], cache: _LossCache) -> list[tuple[float, int] | None]:
+    """Each conversation's (summed NLL, answer tokens) under ``model``, from ``cache`` where known (a None
+    sequence stays None); the caller saves the cache."""
+    from forge_pipeline.evaluation.reference_logits import sequence_key
+
+    out: list[tuple[float, int] | None] = []
+    for seq in seqs:
+        if seq is None:
+            out.append(None)
+            continue
+        ids, start = seq
+        key = sequence_key(ids, start)
+        if key not in cache.known:
+            cache.put(key, metrics.token_nll(model.logits(ids, start - 1), ids, start, rows_from=start - 1))
+        out.append((float(cache.known[key][0]), int(cache.known[key][1])))
+    return out
+
+
+def _loss(model: LoadedModel, seqs: list[tuple[list[int], int]], cache: _LossCache) -> tuple[float | None, int, bool]:
     """Token-weighted eval loss of ``model`` on ``seqs``; the third value says every conversation came from
     the cache. Cached per conversation (_LossCache), so when tonight's eval split adds a few conversations (the
     vault grew) only those are scored: a whole-split key made the H100 nightly score the base's 50
     conversations again for 5 new ones (7.0 s of its 31 s evaluation)."""
-    from forge_pipeline.evaluation.reference_logits import sequence_key
-
-    cache = _LossCache(cache_dir, identity)
-    total, n, missed = 0.0, 0, 0
-    for ids, start in seqs:
-        key = sequence_key(ids, start)
-        if key not in cache.known:
-            cache.put(key, metrics.token_nll(model.logits(ids, start - 1), ids, start, rows_from=start - 1))
-            missed += 1
-        total, n = total + cache.known[key][0], n + cache.known[key][1]
+    before = len(cache.known)
+    scores = _scores(model, seqs, cache)
     cache.save()
-    return (total / n if n else None), n, missed == 0
+    total, n = sum(s for s, _ in scores), sum(k for _, k in scores)
+    return (total / n if n else None), n, len(cache.known) == before
+
+
+def _prompt_gains(model: LoadedModel, seqs, neutral, cache: _LossCache) -> list[float]:
+    """metrics.prompt_gains of ``model``: its own-prompt losses (in ``cache`` from the loss or fidelity pass)
+    against the neutral prompt's, cached the same way, so the live model's cost nothing the night after it was
+    the candidate and the base's are scored once."""
+    gains = metrics.prompt_gains(_scores(model, seqs, cache), _scores(model, neutral, cache))
+    cache.save()
+    return gains
 
 
 def _fidelity(cand: LoadedModel, seqs, ref: ReferenceModel, sparse,
@@ -265,6 +284,7 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
     ref = ReferenceModel(adapter_dir)
     tok = ref.tokenizer
     seqs = training_sequences(tok, rows, max_len)
+    neutral = neutral_prompt_sequences(tok, rows, max_len)
     general = [list(tok(t, add_special_tokens=True)["input_ids"])[:max_len] for t in GENERAL_TEXT]
     n_ctx = max(max_len, 512) + sampling.max_tokens + 16
     idents = {"candidate": model_identity(candidate, cache_dir), "base": model_identity(base, cache_dir)}
@@ -286,7 +306,10 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         if sparse is None:
             log(f"fidelity against the trained model loaded again ({why})")
         lap("round_trip_reference_s")
-        kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse, _LossCache(cache_dir, idents["candidate"]))
+        # one cache per model identity: two roles may be one model (a re-export of the live adapter)
+        caches = {ident: _LossCache(cache_dir, ident) for ident in set(idents.values())}
+        losses = {role: caches[ident] for role, ident in idents.items()}
+        kl_all, agree_all, total, n = _fidelity(cand, seqs, ref, sparse, losses["candidate"])
         lap("scoring_s")
         quant = gguf_quantization(candidate.gguf)
         fidelity = Fidelity(kld_mean=float(kl_all.mean()), kld_p99=float(np.quantile(kl_all, 0.99)),
@@ -295,6 +318,8 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
         results["candidate"] = ModelResult(role="candidate", gguf=str(candidate.gguf),
                                            lora=str(candidate.lora) if candidate.lora else None,
                                            identity=idents["candidate"], eval_loss=total / n if n else None, eval_tokens=n)
+        results["candidate"].prompt_gains = _prompt_gains(cand, seqs, neutral, losses["candidate"])
+        lap("prompt_gain_s")
         cand_general = [cand.logits(ids)[:-1] for ids in general]  # for the drift KLD against the base
         cand_template = cand.used_template
         cand_vocab = (cand.n_vocab, cand.vocabulary_sha256()) if live is not None and not cand.shares_base(live) else None
@@ -310,13 +335,14 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
 
         t = time.perf_counter()
         b = models.get(base, fallback_template=cand_template)
-        b_loss, b_n, b_loss_cached = _loss(b, seqs, idents["base"], cache_dir)
+        b_loss, b_n, b_loss_cached = _loss(b, seqs, losses["base"])
         drift = [metrics.kl_and_top1(b.logits(ids)[:-1], c)[0] for ids, c in zip(general, cand_general)]
         del cand_general
         b_probes, b_cached = _probe(b, prompts, sampling, idents["base"], cache_dir, train_corpus)
         results["base"] = ModelResult(role="base", gguf=str(base.gguf), lora=str(base.lora) if base.lora else None,
                                       identity=idents["base"], eval_loss=b_loss, eval_tokens=b_n, probes=b_probes,
                                       probes_cached=b_cached, loss_cached=b_loss_cached)
+        results["base"].prompt_gains = _prompt_gains(b, seqs, neutral, losses["base"])
         results["candidate"].drift_kld = float(np.concatenate(drift).mean())
         timings["base_s"] = time.perf_counter() - t
 
@@ -328,12 +354,14 @@ def evaluate_models(candidate: ServedModel, base: ServedModel, *, adapter_dir: P
                 log(f"live: not scored on eval loss, {not_scored}")
                 l_loss, l_n, l_loss_cached = None, 0, False
             else:
-                l_loss, l_n, l_loss_cached = _loss(lv, seqs, idents["live"], cache_dir)
+                l_loss, l_n, l_loss_cached = _loss(lv, seqs, losses["live"])
             l_probes, l_cached = _probe(lv, prompts, sampling, idents["live"], cache_dir, train_corpus)
             results["live"] = ModelResult(role="live", gguf=str(live.gguf), lora=str(live.lora) if live.lora else None,
                                           identity=idents["live"], eval_loss=l_loss, eval_tokens=l_n,
                                           not_scored=not_scored, probes=l_probes, probes_cached=l_cached,
-                                          loss_cached=l_loss_cached)
+                                          loss_cached=l_loss_cached,
+                                          prompt_gains=None if not_scored else _prompt_gains(lv, seqs, neutral,
+                                                                                             losses["live"]))
             timings["live_s"] = time.perf_counter() - t
     finally:
         models.close()

@@ -16,7 +16,13 @@ A candidate is deployed only if every rule holds:
    most ``FORGE_GATE_MAX_REGURGITATION_SHARE``;
 5. **no worse**: eval loss at most the live model's times (1 + ``FORGE_GATE_LOSS_TOLERANCE``); the first
    model (no live one) must beat the base's eval loss, and so must a candidate whose live model has another
-   vocabulary (a switched base model: its loss on the candidate's token ids would mean nothing).
+   vocabulary (a switched base model: its loss on the candidate's token ids would mean nothing);
+6. **answers still follow their prompts**: the candidate's prompt gain (metrics.py) is at least
+   ``FORGE_GATE_PROMPT_GAIN_RATIO`` (0.85) of the live model's, or the drop is within chance: a paired
+   sign-flip permutation test over the eval conversations (``paired_drop_p``) gives it a chance of at least
+   ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). Against the live model only: a first fine-tune's gain is lower than
+   the base's by nature (night 1 on the sample vault: 0.75 of the base's, p 0.08; bench/results/quality.json), since it learns what the answers
+   have in common, so the base is no yardstick for it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from forge_pipeline.config import ForgeSettings
@@ -41,12 +48,15 @@ class GateThresholds(BaseModel):
     probe_tolerance: int = _DEFAULTS["gate_probe_tolerance"]
     probe_alpha: float = _DEFAULTS["gate_probe_alpha"]
     max_regurgitation_share: float = _DEFAULTS["gate_max_regurgitation_share"]
+    prompt_gain_ratio: float = _DEFAULTS["gate_prompt_gain_ratio"]
+    prompt_gain_alpha: float = _DEFAULTS["gate_prompt_gain_alpha"]
 
     @classmethod
     def from_settings(cls, settings) -> GateThresholds:
         return cls(kld_bounds=settings.gate_kld_bounds, loss_tolerance=settings.gate_loss_tolerance,
                    probe_tolerance=settings.gate_probe_tolerance, probe_alpha=settings.gate_probe_alpha,
-                   max_regurgitation_share=settings.gate_max_regurgitation_share)
+                   max_regurgitation_share=settings.gate_max_regurgitation_share,
+                   prompt_gain_ratio=settings.gate_prompt_gain_ratio, prompt_gain_alpha=settings.gate_prompt_gain_alpha)
 
     def kld_bound(self, quantization: str) -> float:
         # An unknown storage type gets the loosest bound rather than an arbitrary one.
@@ -62,6 +72,24 @@ def excess_p(cand_flagged: int, cand_n: int, ref_flagged: int, ref_n: int) -> fl
     n, k = cand_n + ref_n, cand_flagged + ref_flagged
     total = comb(n, cand_n)
     return sum(comb(k, x) * comb(n - k, cand_n - x) for x in range(cand_flagged, min(k, cand_n) + 1)) / total
+
+
+def paired_drop_p(cand: list[float], ref: list[float], samples: int = 20_000) -> float:
+    """One-sided paired sign-flip permutation test: if the candidate's and the reference's per-conversation
+    values were exchangeable (each difference as likely negative as positive), the chance that the mean
+    difference (candidate - reference) is at most the observed one. Exact over all 2^n sign patterns up to
+    n = 16, else ``samples`` random patterns (seeded, so a decision is reproducible) with the observed one
+    counted in. Chosen over a paired t-test because it assumes no normal distribution of 11-50 differences
+    and needs no scipy."""
+    d = np.asarray(cand, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
+    if d.size == 0:
+        return 1.0
+    at_most = d.sum() + 1e-9 * (1.0 + float(np.abs(d).sum()))  # ties (float sums of the same terms) count
+    if d.size <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(((signs * d).sum(axis=1) <= at_most).mean())
+    signs = np.random.default_rng(0).choice(np.array([-1.0, 1.0]), size=(samples, d.size))
+    return float((((signs * d).sum(axis=1) <= at_most).sum() + 1) / (samples + 1))
 
 
 def _within_noise(p: float, alpha: float, cand_n: int, ref_n: int) -> bool:
@@ -143,9 +171,36 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
         failed.append(f"Eval loss {c_loss:.4f} does not beat the base model's {r_loss:.4f}, which the first "
                       f"deployed model must.")
 
+    _prompt_gain_rule(cand, ref if ref_name == "live" else None, t, passed, failed)
+
     return GateDecision(deploy=not failed, reasons=failed, passed=passed, against=ref_name,
                         candidate_key=report.candidate_key,
                         decided_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _prompt_gain_rule(cand, live, t: GateThresholds, passed: list[str], failed: list[str]) -> None:
+    """Rule 6, against the live model only (the module docstring says why not against the base)."""
+    if live is None or t.prompt_gain_ratio <= 0:
+        return  # the first model (or the rule turned off): nothing to compare with
+    c, r = cand.prompt_gains, live.prompt_gains
+    why = ("the live model was not scored" if not r else "the candidate was not scored" if not c else
+           f"{len(c)} against {len(r)} conversations" if len(c) != len(r) else
+           "a gain is not a finite number" if not np.isfinite(np.concatenate([c, r])).all() else None)
+    if why:  # e.g. a live model of another vocabulary, or a wrecked candidate (its loss rule refuses it)
+        passed.append(f"prompt gain not compared: {why}")
+        return
+    c_mean, r_mean = float(np.mean(c)), float(np.mean(r))
+    if r_mean <= 0:
+        passed.append(f"prompt gain {c_mean:.3f} (the live model's {r_mean:.3f} leaves nothing to lose)")
+        return
+    ratio, p = c_mean / r_mean, paired_drop_p(c, r)
+    if ratio >= t.prompt_gain_ratio or p >= t.prompt_gain_alpha:
+        passed.append(f"prompt gain {c_mean:.3f} vs live {r_mean:.3f} ({ratio:.0%}; p {p:.3f})")
+    else:
+        failed.append(f"The candidate's answers depend less on their prompts than the live model's: a neutral "
+                      f"prompt raises their loss by {c_mean:.3f} nats per token against the live model's "
+                      f"{r_mean:.3f} ({ratio:.0%}, below {t.prompt_gain_ratio:.0%}; p {p:.3f} by chance), as when "
+                      f"answers are trained under the wrong prompts.")
 
 
 # ---- persistence ------------------------------------------------------------------------------------------

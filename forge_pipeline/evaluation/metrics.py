@@ -30,6 +30,13 @@ Definitions:
 - **regurgitation**: for each answer, the longest run of characters (whitespace collapsed) copied verbatim
   from any training answer; the metric reports the longest such run and the share of answers with a run of
   at least ``COPY_CHARS`` (50) characters.
+- **prompt gain** (``prompt_gains``): for each eval conversation, the answer's mean NLL per token under
+  ``NEUTRAL_PROMPT`` (the system turn kept, the user turn replaced) minus its mean NLL under its own prompt:
+  how much the model's answer depends on what it was asked (nats per answer token; reported as the mean over
+  conversations). Training on answers paired with the wrong prompts lowers it without moving the eval loss:
+  on the sample vault (CPU default, 11 eval conversations) nights 2 and 3 gained 0.205 and 0.200, the base
+  0.257, and a night trained on the same answers scrambled across prompts 0.135, at an eval loss 0.4% *below*
+  the live model's (bench/results/quality.json, "prompt_gain").
 - **style similarity**: cosine similarity between the function-word frequency profiles (``FUNCTION_WORDS``)
   of the model's probe answers and of the person's held-out reflections (the eval split). Reported only.
 """
@@ -42,6 +49,10 @@ from collections import Counter
 import numpy as np
 
 COPY_CHARS = 50
+# The user turn the prompt gain scores every answer under: a request with no content, so the loss it gives an
+# answer is what the model predicts from the system turn and the answer alone. (Other conversations' prompts
+# separate the models as well, 4 of them at 4x the cost, and they change as the eval split grows.)
+NEUTRAL_PROMPT = "Write."
 
 # ---- distributions ------------------------------------------------------------------------------------
 
@@ -238,6 +249,13 @@ def function_word_profile(texts: list[str]) -> np.ndarray:
     words = re.findall(r"[a-z']+", " ".join(texts).lower())
     counts = Counter(w for w in words if w in set(FUNCTION_WORDS))
     return np.array([counts[w] for w in FUNCTION_WORDS], dtype=float) / max(len(words), 1)
+
+
+def prompt_gains(own: list[tuple[float, int]], neutral: list[tuple[float, int] | None]) -> list[float]:
+    """Per conversation, mean NLL under the neutral prompt minus under its own prompt ((summed NLL, tokens)
+    pairs, aligned; conversations without a neutral score or without tokens are left out)."""
+    return [ns / nn - os / on for (os, on), pair in zip(own, neutral) if pair is not None
+            for ns, nn in [pair] if on and nn]
 
 
 def style_similarity(answers: list[str], reference: list[str]) -> float | None:

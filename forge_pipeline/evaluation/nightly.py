@@ -35,6 +35,8 @@ def headline(report: EvaluationReport, decision: GateDecision) -> dict[str, floa
         "invented_turns": c.count("invented_turn"),
         "regurgitation_share": round(c.regurgitation_share, 3),
         "drift_kld": None if c.drift_kld is None else round(c.drift_kld, 4),
+        "prompt_gain_candidate": None if c.prompt_gain is None else round(c.prompt_gain, 4),
+        "prompt_gain_live": None if live is None or live.prompt_gain is None else round(live.prompt_gain, 4),
         "eval_examples": report.eval_examples,
         "evaluation_s": report.timings.get("total_s"),
     }
@@ -50,6 +52,7 @@ def table(report: EvaluationReport) -> str:
         ("inventing turns", [f"{m.count('invented_turn')}/{len(m.probes)}" for m in rows]),
         ("empty / cut at limit", [f"{m.count('empty')} / {m.count('cut')}" for m in rows]),
         ("longest copy from training (chars)", [str(m.regurgitation_max_chars) for m in rows]),
+        ("prompt gain (nats/token)", [_f(m.prompt_gain, 3) for m in rows]),
         ("style similarity", [_f(m.style_similarity, 2) for m in rows]),
         ("drift from base (KLD)", [_f(m.drift_kld, 4) for m in rows]),
     ]

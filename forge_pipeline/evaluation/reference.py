@@ -8,19 +8,43 @@ from pathlib import Path
 import numpy as np
 
 
+def _sequence(tok, msgs: list[dict], max_len: int) -> tuple[list[int], int] | None:
+    prompt = list(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False))
+    full = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=False))
+    if full[:len(prompt)] != prompt or len(prompt) >= min(len(full), max_len):
+        return None
+    return full[:max_len], len(prompt)
+
+
 def training_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int]]:
     """(ids of the whole conversation, index of the first answer token) per eval conversation, through the
     training tokenizer and template, truncated to max_len as training truncates; conversations with no
     answer token left are skipped."""
-    seqs = []
+    return [s for row in rows if (s := _sequence(tok, row["messages"], max_len)) is not None]
+
+
+def neutral_prompt_sequences(tok, rows: list[dict], max_len: int) -> list[tuple[list[int], int] | None]:
+    """For each conversation training_sequences keeps, in its order, the same answer under
+    metrics.NEUTRAL_PROMPT in place of everything before it but the system turn(s) (eval rows are one user
+    turn and one answer), or None where that does not tokenize to the same answer tokens. The answer is cut
+    where its own-prompt sequence cuts it (max_len): the shorter neutral prompt would otherwise keep more of
+    a long answer, and the prompt gain would compare two different spans."""
+    from forge_pipeline.evaluation.metrics import NEUTRAL_PROMPT
+
+    out = []
     for row in rows:
         msgs = row["messages"]
-        prompt = list(tok.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True, return_dict=False))
-        full = list(tok.apply_chat_template(msgs, tokenize=True, return_dict=False))
-        if full[:len(prompt)] != prompt or len(prompt) >= min(len(full), max_len):
+        own = _sequence(tok, msgs, max_len)
+        if own is None:
             continue
-        seqs.append((full[:max_len], len(prompt)))
-    return seqs
+        neutral = [m for m in msgs[:-1] if m["role"] == "system"] + [{"role": "user", "content": NEUTRAL_PROMPT}]
+        seq = _sequence(tok, neutral + [msgs[-1]], max_len)
+        if seq is not None:
+            answer = own[0][own[1]:]
+            ids, start = seq
+            seq = (ids[:start + len(answer)], start) if ids[start:start + len(answer)] == answer else None
+        out.append(seq)
+    return out
 
 
 class ReferenceModel:

@@ -41,6 +41,15 @@ class ModelResult(BaseModel):
     regurgitation_max_chars: int = 0
     regurgitation_share: float = 0.0
     style_similarity: Optional[float] = None
+    # metrics.prompt_gains: per scored eval conversation, in the eval split's order (conversations without a
+    # neutral-prompt score are left out, the same ones for every model, so the gate pairs the candidate's
+    # with the live model's); None where not measured
+    prompt_gains: Optional[list[float]] = None
+
+    @property
+    def prompt_gain(self) -> Optional[float]:
+        """The mean of prompt_gains (nats per answer token)."""
+        return sum(self.prompt_gains) / len(self.prompt_gains) if self.prompt_gains else None
 
     def count(self, what: str) -> int:
         return sum(bool(getattr(p, what)) for p in self.probes)
