@@ -313,6 +313,10 @@ def test_model_assets_materialize_evaluate_then_skip_when_unchanged(config, tmp_
         assert "data:image/png;base64," in adapter_md["loss_curve"].value
         export_md = first.asset_materializations_for_node("model_export")[0].metadata
         assert export_md["kind"].value == "adapter" and len(export_md["sha256"].value) == 64
+        # the adapter's fidelity is the evaluation's KLD: the export loads and answers it in a child process
+        # but does not load the Hugging Face model again for a perplexity ratio
+        assert export_md["fidelity_checked_by"].value == "model_evaluation (fidelity KLD)"
+        assert "perplexity_ratio" not in export_md and export_md["loads"].value is True
         # the trainer's progress reaches the run's event log through Pipes: step x/N with loss and ETA, the
         # last step's line although step 3 is off the CPU logging grid (every 2), and no raw metric dumps
         run_log = [e.message for e in instance.all_logs(first.run_id) if e.message]

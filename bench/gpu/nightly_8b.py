@@ -175,7 +175,8 @@ def validate(model_dir: Path, work: Path) -> dict:
     adapter_dir = home / "training" / "final"
     t = time.time()
     v = validate_export(manifest.base_path(home), model_dir, read_jsonl(work / _eval_split(1)), manifest.quantization,
-                        lora=manifest.gguf_path(folder), adapter_dir=adapter_dir, tokenizer_dir=adapter_dir)
+                        lora=manifest.gguf_path(folder), adapter_dir=adapter_dir, tokenizer_dir=adapter_dir,
+                        parity=False)  # as the job's model_export asset (the evaluation's KLD is the fidelity check)
     return {"stage": "export_validation", "imports_s": imports_s, "validate_s": round(time.time() - t, 2),
             **{k: v.get(k) for k in ("loads", "has_chat_template", "perplexity_ratio", "parity_ok", "load_error")}}
 

@@ -35,10 +35,12 @@ def gguf_answers_not_degenerate(forge: ForgeSettingsResource) -> AssetCheckResul
 
 
 @asset_check(asset=model_export, blocking=True,
-             description="GGUF perplexity on the eval set within tolerance of the merged model (q8_0 1.02x, q4_k_m 1.10x).")
+             description="A merged GGUF's perplexity on the eval set within tolerance of the merged model (q8_0 "
+                         "1.02x, q4_k_m 1.10x); an adapter's fidelity is model_evaluation's KLD instead.")
 def gguf_perplexity_parity(forge: ForgeSettingsResource) -> AssetCheckResult:
     v = _validation(forge)
-    return _result(parity_problems(v), ratio=v.get("perplexity_ratio"), tolerance=v.get("parity_tolerance"))
+    return _result(parity_problems(v), ratio=v.get("perplexity_ratio"), tolerance=v.get("parity_tolerance"),
+                   **({"checked_by": v["parity_by"]} if v.get("parity_by") else {}))
 
 
 @asset_check(asset=lora_adapter, blocking=False, description="The adapter's eval loss beats the base model's (warning if not).")

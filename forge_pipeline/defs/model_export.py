@@ -20,6 +20,8 @@ def model_export(context: dg.AssetExecutionContext, config: ExportRunConfig, for
                           merged=options.get("merged", False), eval_path=s.eval_path, home=s.home_dir,
                           base_models_dir=s.base_models_dir, serving_dir=s.serving_dir,
                           keep_versions=s.keep_model_versions, log=context.log.info,
+                          # model_evaluation, downstream, gates the deploy on the served file's KLD
+                          parity=options.get("merged", False),
                           on_stage=lambda stage: context.log.info(f"export: {stage}"))
     if report.status == "cached":
         context.log.info(f"adapter unchanged: reusing {report.version}, no export needed")

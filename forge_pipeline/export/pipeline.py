@@ -46,7 +46,14 @@ from forge_pipeline.export.retention import (
     params_from_config,
     prune_versions,
 )
-from forge_pipeline.export.validate import PARITY_TOLERANCE, degeneracy, eval_sequences, hf_perplexity, parity_ok
+from forge_pipeline.export.validate import (
+    PARITY_BY_EVALUATION,
+    PARITY_TOLERANCE,
+    degeneracy,
+    eval_sequences,
+    hf_perplexity,
+    parity_ok,
+)
 from forge_pipeline.files import read_jsonl, sha256_file, sha256_text
 from forge_pipeline.training.manifest import AdapterManifest, AdapterManifestError
 
@@ -135,13 +142,14 @@ def _report(manifest: ExportManifest, folder: Path, status: str, home: Path, pru
 
 def validate_export(gguf: Path, reference_dir: Path, eval_rows: list[dict], quant: str,
                     tolerances: dict | None = None, n_prompts: int = 3, lora: Path | None = None,
-                    adapter_dir: Path | None = None, tokenizer_dir: Path | None = None) -> dict:
+                    adapter_dir: Path | None = None, tokenizer_dir: Path | None = None, parity: bool = True) -> dict:
     """Load and answer through llama-cpp-python in a child process, and compare perplexity on the eval set
     with the HF model at ``reference_dir`` (merged model; or the base with ``adapter_dir`` applied, when
-    ``lora`` is an adapter GGUF applied to the base ``gguf``)."""
+    ``lora`` is an adapter GGUF applied to the base ``gguf``). ``parity=False`` leaves the perplexity
+    comparison to the nightly evaluation (``PARITY_BY_EVALUATION``)."""
     prompts = [r["messages"][:-1] for r in eval_rows[:n_prompts]] or \
               [[{"role": "user", "content": "What did I learn this week?"}]]
-    seqs = eval_sequences(tokenizer_dir or reference_dir, eval_rows) if eval_rows else []
+    seqs = eval_sequences(tokenizer_dir or reference_dir, eval_rows) if eval_rows and parity else []
     # serving's probe: llama.cpp in a child process (a crash is a finding, not our death), the adapter applied
     # as serving applies it
     from serving.probe import probe_gguf
@@ -151,7 +159,9 @@ def validate_export(gguf: Path, reference_dir: Path, eval_rows: list[dict], quan
     result = {"loads": bool(probe.get("ok")), "has_chat_template": bool(probe.get("chat_template")),
               "chat_template": probe.get("chat_template"), "answers": probe.get("answers") or [],
               "degenerate": [degeneracy(a) for a in probe.get("answers") or []], "load_error": probe.get("error")}
-    if seqs and probe.get("perplexity") is not None:
+    if not parity:
+        result["parity_by"] = PARITY_BY_EVALUATION
+    elif seqs and probe.get("perplexity") is not None:
         hf_ppl = hf_perplexity(reference_dir, seqs, adapter_dir=adapter_dir)
         g_ppl = probe["perplexity"]
         ok, ratio, tol = parity_ok(g_ppl, hf_ppl, quant, tolerances)
@@ -178,7 +188,7 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
                  log: Callable[[str], None] = print, on_stage: Callable[[str], None] | None = None, *,
                  merged: bool = False, home=None, base_models_dir=None, serving_dir=None,
                  keep_versions: int = DEFAULT_KEEP, protected: Iterable[Path] = (),
-                 validate: bool = True, system_prompt: str | None = None) -> ExportReport:
+                 validate: bool = True, parity: bool = True, system_prompt: str | None = None) -> ExportReport:
     """Export the adapter at ``adapter_dir`` into ``models_dir``/<version>/.
 
     quant: the GGUF type of the merged file, or of the base an adapter applies to; None chooses it from the
@@ -187,6 +197,10 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
     export_stages(merged) as it begins (the CLI's progress bar). After the export, versions beyond the newest
     ``keep_versions`` are pruned, never one serving uses or one in ``protected``. system_prompt: written as
     SYSTEM into the merged export's Ollama Modelfile (the prompt the examples were trained with).
+    ``parity=False`` (an adapter export that the nightly evaluation will judge) validates that the file loads
+    and answers in a child process but leaves fidelity to the evaluation: its KLD against the trainer's
+    reference logits is a stronger test than this perplexity ratio, which loaded the Hugging Face model a
+    second time for it (28-39 s of the CPU main job's export, main_job_cpu.json). A merged export keeps it.
     """
     adapter_dir, models_dir = Path(adapter_dir), Path(models_dir)
     home = Path(home) if home else models_dir.parent
@@ -236,7 +250,7 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
         else:
             final, validation, base_ref = _export_adapter(adapter_dir, info, out_dir, name, quant, eval_rows,
                                                           tolerances, lineage, base_models_dir, home, step, log,
-                                                          validate)
+                                                          validate, parity)
         os.chmod(final, 0o600)
         manifest = ExportManifest(
             version=version, kind=kind, file=final.name, quantization=quant, sha256=sha256_file(final),
@@ -257,7 +271,8 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
 
 
 def _export_adapter(adapter_dir, info: AdapterInfo, out_dir: Path, name: str, quant: str, eval_rows, tolerances,
-                    lineage: Lineage, base_models_dir: Path, home: Path, step, log, validate: bool):
+                    lineage: Lineage, base_models_dir: Path, home: Path, step, log, validate: bool,
+                    parity: bool = True):
     with step("base"):
         base = ensure_base_gguf(adapter_dir, info.base_path, info.base_fingerprint, base_models_dir, quant, log=log)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +288,7 @@ def _export_adapter(adapter_dir, info: AdapterInfo, out_dir: Path, name: str, qu
     if validate:
         with step("validate"):
             validation = validate_export(base.path, Path(info.base_path), eval_rows, quant, tolerances, lora=final,
-                                         adapter_dir=adapter_dir, tokenizer_dir=adapter_dir)
+                                         adapter_dir=adapter_dir, tokenizer_dir=adapter_dir, parity=parity)
     base_ref = BaseGGUFRef(path=to_stored(base.path, home), sha256=base.sha256, quantization=quant,
                            base_fingerprint=info.base_fingerprint, size_mb=base.size_mb)
     return final, validation, base_ref

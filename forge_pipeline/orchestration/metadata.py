@@ -65,7 +65,8 @@ def export_metadata(report) -> dict:
     out.update({
         "version": report.version, "kind": report.kind, "quantization": report.quantization, "status": report.status,
         "path": dg.MetadataValue.path(report.gguf_path), "sha256": report.sha256,
-        "parity_tolerance": v.get("parity_tolerance"), "loads": bool(v.get("loads")),
+        "parity_tolerance": v.get("parity_tolerance"), "fidelity_checked_by": v.get("parity_by"),
+        "loads": bool(v.get("loads")),
         "has_chat_template": bool(v.get("has_chat_template")),
         "timings_s": md_table(sorted(report.timings.items()), ("stage", "seconds")),
         "manifest": dg.MetadataValue.path(report.manifest_path),
