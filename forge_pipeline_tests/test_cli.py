@@ -158,3 +158,39 @@ def test_serve_without_model_serves_the_newest_validated_export_then_rollback(fo
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert "newest validated export 20261125-030000-bbbbbbbb" in err
+
+
+def test_an_export_that_left_fidelity_to_the_gate_is_served_only_once_the_gate_passed_it(tmp_path):
+    """The job's adapter exports skip the perplexity comparison (the evaluation's KLD checks fidelity), so
+    `forge serve` / `forge up` pick one only with the gate's passing decision; a refused one never."""
+    import json
+
+    from forge_pipeline.cli.models_on_disk import newest_validated
+    from forge_pipeline.config import load_config
+    from forge_pipeline.export.manifest import ExportManifest
+    from forge_pipeline.export.validate import PARITY_BY_EVALUATION
+    from forge_pipeline.files import sha256_file
+
+    home = tmp_path / "home"
+    for i, name in enumerate(("m0.gguf", "m1.gguf")):
+        (tmp_path / name).write_bytes(b"GGUF" + bytes([i]) * 64)
+    _export(home, tmp_path / "m0.gguf", "20261124-030000-aaaaaaaa")  # measured parity, as before
+    newer = _export(home, tmp_path / "m1.gguf", "20261125-030000-bbbbbbbb")
+    manifest = ExportManifest.read(newer.parent)
+    manifest.validation = {k: v for k, v in manifest.validation.items() if k not in ("perplexity_ratio", "parity_ok")}
+    manifest.validation["parity_by"] = PARITY_BY_EVALUATION
+    manifest.write(newer.parent)
+    settings = load_config(home=home)
+    assert newest_validated(settings)[2] == "20261124-030000-aaaaaaaa"  # nothing judged the newer one yet
+
+    def decide(deploy: bool, key: str):
+        folder = settings.evaluation_dir / key
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps({"models": {"candidate": {"gguf": str(newer),
+                                                                                 "identity": sha256_file(newer)}}}))
+        (folder / "decision.json").write_text(json.dumps({"deploy": deploy, "reasons": []}))
+
+    decide(True, "k1")
+    assert newest_validated(settings)[2] == "20261125-030000-bbbbbbbb"
+    decide(False, "k2")  # refused by a later evaluation: never served
+    assert newest_validated(settings)[2] == "20261124-030000-aaaaaaaa"

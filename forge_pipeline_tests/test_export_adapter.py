@@ -137,6 +137,16 @@ def test_adapter_gguf_on_cached_base_matches_the_merged_model(tiny):
     # same adapter again: nothing is exported; a new adapter reuses the base GGUF without rebuilding it
     mtime = base_gguf.stat().st_mtime_ns
     assert export_model(adapter, home / "models", quant="f16", log=lambda m: None).status == "cached"
+    # reused by the job (parity=False), the export leaves fidelity to the evaluation; reused by `forge export`
+    # after that (parity=True), it measures the perplexity parity again instead of trusting the job's skip
+    from forge_pipeline.export.validate import PARITY_BY_EVALUATION, parity_problems
+
+    job = export_model(adapter, home / "models", quant="f16", eval_path=eval_path, parity=False, log=lambda m: None)
+    assert job.status == "cached" and job.validation["parity_by"] == PARITY_BY_EVALUATION
+    assert ExportManifest.read(Path(job.manifest_path).parent).validation["parity_by"] == PARITY_BY_EVALUATION
+    cli = export_model(adapter, home / "models", quant="f16", eval_path=eval_path, log=lambda m: None)
+    assert cli.status == "cached" and "parity_by" not in cli.validation and parity_problems(cli.validation) == []
+    assert abs(cli.validation["perplexity_ratio"] - 1.0) < 0.01
     logs = []
     second = export_model(make_adapter(base, root / "adapter-b", seed=2), home / "models", quant="f16",
                           log=logs.append, validate=False)

@@ -178,7 +178,7 @@ def validate(model_dir: Path, work: Path) -> dict:
                         lora=manifest.gguf_path(folder), adapter_dir=adapter_dir, tokenizer_dir=adapter_dir,
                         parity=False)  # as the job's model_export asset (the evaluation's KLD is the fidelity check)
     return {"stage": "export_validation", "imports_s": imports_s, "validate_s": round(time.time() - t, 2),
-            **{k: v.get(k) for k in ("loads", "has_chat_template", "perplexity_ratio", "parity_ok", "load_error")}}
+            **{k: v.get(k) for k in ("loads", "has_chat_template", "parity_by", "load_error")}}
 
 
 def run(model_dir: Path, work: Path, out: Path) -> None:

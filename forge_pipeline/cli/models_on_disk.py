@@ -1,6 +1,6 @@
 """Which model `forge serve` and `forge up` start serving when none is named: the live one (serving's own
 deployment record), else the newest export that passed its checks and was not refused by the evaluation
-gate. Plain functions over FORGE_HOME; no Dagster, no server needed."""
+gate (and, for an export that left its fidelity to that gate, the job's adapter exports, that it passed). Plain functions over FORGE_HOME; no Dagster, no server needed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,10 +23,12 @@ def live_model(settings) -> Optional[dict]:
     return current if current and Path(current.get("path", "")).is_file() else None
 
 
-def _refused(settings, sha256: str) -> bool:
-    """An evaluation decision that refused this file (stored by the nightly's evaluation step)."""
+def _gate_decision(settings, sha256: str) -> Optional[bool]:
+    """The evaluation gate's decision on this file (stored by the nightly's evaluation step): False when any
+    decision refused it, True when one deployed it, None when none judged it."""
     import json
 
+    passed = None
     for decision in Path(settings.evaluation_dir).glob("*/decision.json"):
         try:
             data = json.loads(decision.read_text())
@@ -34,19 +36,32 @@ def _refused(settings, sha256: str) -> bool:
         except (OSError, ValueError):
             continue
         candidate = (report.get("models") or {}).get("candidate") or {}
-        if sha256 in str(candidate) and data.get("deploy") is False:
-            return True
-    return False
+        if sha256 in str(candidate):
+            if data.get("deploy") is False:
+                return False
+            if data.get("deploy") is True:
+                passed = True
+    return passed
 
 
 def newest_validated(settings) -> Optional[tuple[Path, Optional[Path], str]]:
-    """(file, base GGUF for an adapter, version) of the newest export whose validation passed."""
+    """(file, base GGUF for an adapter, version) of the newest export whose validation passed and which the
+    gate did not refuse. An export that left its fidelity to the evaluation (the job's adapter exports) also
+    needs the gate's passing decision: without one, nothing compared it with the trained model."""
     from forge_pipeline.export.manifest import list_versions
-    from forge_pipeline.export.validate import degenerate_problems, load_problems, parity_problems
+    from forge_pipeline.export.validate import (
+        PARITY_BY_EVALUATION,
+        degenerate_problems,
+        load_problems,
+        parity_problems,
+    )
 
     for manifest, folder in reversed(list_versions(settings.models_dir)):
         v = manifest.validation
-        if load_problems(v) or degenerate_problems(v) or parity_problems(v) or _refused(settings, manifest.sha256):
+        if load_problems(v) or degenerate_problems(v) or parity_problems(v):
+            continue
+        decision = _gate_decision(settings, manifest.sha256)
+        if decision is False or (v.get("parity_by") == PARITY_BY_EVALUATION and decision is not True):
             continue
         path = manifest.gguf_path(folder)
         base = manifest.base_path(settings.home_dir)

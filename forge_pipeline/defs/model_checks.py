@@ -40,7 +40,7 @@ def gguf_answers_not_degenerate(forge: ForgeSettingsResource) -> AssetCheckResul
 def gguf_perplexity_parity(forge: ForgeSettingsResource) -> AssetCheckResult:
     v = _validation(forge)
     return _result(parity_problems(v), ratio=v.get("perplexity_ratio"), tolerance=v.get("parity_tolerance"),
-                   **({"checked_by": v["parity_by"]} if v.get("parity_by") else {}))
+                   **({"fidelity_checked_by": v["parity_by"]} if v.get("parity_by") else {}))
 
 
 @asset_check(asset=lora_adapter, blocking=False, description="The adapter's eval loss beats the base model's (warning if not).")

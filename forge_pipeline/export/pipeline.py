@@ -219,6 +219,9 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
         manifest = ExportManifest.read(existing.parent)
         if manifest.kind == "merged" or (manifest.base_path(home) and manifest.base_path(home).exists()):
             log(f"{existing.parent.name} already holds this adapter ({kind}, {quant}): reusing it")
+            if validate and manifest.kind == "adapter":
+                _reuse_with_parity_policy(manifest, existing.parent, parity, adapter_dir, info, eval_path, quant,
+                                          tolerances, home, log)
             LastExport(manifest=to_stored(existing, home), status="cached").write(models_dir)
             return _report(manifest, existing.parent, "cached", home, prune())
 
@@ -268,6 +271,25 @@ def export_model(adapter_dir, models_dir, quant: str | None = None, name: str = 
     LastExport(manifest=to_stored(out_dir / "manifest.json", home), status="exported").write(models_dir)
     log(f"exported {final} ({manifest.size_mb} MB, {kind}, {quant})")
     return _report(manifest, out_dir, "exported", home, prune())
+
+
+def _reuse_with_parity_policy(manifest: ExportManifest, folder: Path, parity: bool, adapter_dir: Path,
+                              info: AdapterInfo, eval_path, quant: str, tolerances, home: Path, log) -> None:
+    """A reused adapter export answers to this caller's fidelity policy, not to the one it was made under: the
+    job (parity=False) leaves fidelity to the evaluation even if a `forge export` measured it before; `forge
+    export` (parity=True) measures it now if the job's export skipped it."""
+    v = dict(manifest.validation or {})
+    if not parity and v.get("parity_by") != PARITY_BY_EVALUATION:
+        v["parity_by"] = PARITY_BY_EVALUATION
+    elif parity and v.get("parity_by") == PARITY_BY_EVALUATION:
+        log("measuring the perplexity parity the nightly export left to the evaluation")
+        rows = read_jsonl(eval_path) if eval_path and Path(eval_path).exists() else []
+        v = validate_export(manifest.base_path(home), Path(info.base_path), rows, quant, tolerances,
+                            lora=manifest.gguf_path(folder), adapter_dir=adapter_dir, tokenizer_dir=adapter_dir)
+    else:
+        return
+    manifest.validation = v
+    manifest.write(folder)
 
 
 def _export_adapter(adapter_dir, info: AdapterInfo, out_dir: Path, name: str, quant: str, eval_rows, tolerances,
