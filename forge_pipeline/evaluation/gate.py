@@ -189,7 +189,7 @@ def _prompt_gain_rule(cand, live, t: GateThresholds, passed: list[str], failed: 
     if why:  # e.g. a live model of another vocabulary, or a wrecked candidate (its loss rule refuses it)
         passed.append(f"prompt gain not compared: {why}")
         return
-    c_mean, r_mean = float(np.mean(c)), float(np.mean(r))
+    c_mean, r_mean = cand.prompt_gain, live.prompt_gain
     if r_mean <= 0:
         passed.append(f"prompt gain {c_mean:.3f} (the live model's {r_mean:.3f} leaves nothing to lose)")
         return
