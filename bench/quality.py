@@ -174,8 +174,9 @@ def run_nights(home: Path) -> None:
 def run_regate(home: Path) -> None:
     """The current evaluation and gate over the models the last `nights` run left in ``home``, on night 3's
     eval split: night 3 against night 2 as the live model (a good night), and the scrambled night against
-    night 3 (the night the gate used to pass). Only these two candidates still have their adapter folders
-    (training/run holds the last good night's, training/bad the scrambled one's)."""
+    night 3 (the night the gate used to pass); then both again as a *first* model (no live one, so rule 6
+    holds them to the base). Only these two candidates still have their adapter folders (training/run holds
+    the last good night's, training/bad the scrambled one's)."""
     from forge_pipeline.config import load_config
     from forge_pipeline.evaluation.gate import GateThresholds, decide, paired_drop_p
     from forge_pipeline.evaluation.run import Candidate, evaluate_models_from_settings
@@ -190,24 +191,28 @@ def run_regate(home: Path) -> None:
     served = {name: ServedModel(base.gguf, next(exports[i].glob("adapter-*.gguf")))
               for name, i in (("night 2", 1), ("night 3", 2), ("scrambled", 4))}
     rows = []
-    for cand, live, adapter_dir in (("night 3", "night 2", "run"), ("scrambled", "night 3", "bad")):
+    for cand, live, adapter_dir in (("night 3", "night 2", "run"), ("scrambled", "night 3", "bad"),
+                                    ("night 3", None, "run"), ("scrambled", None, "bad")):
         t = time.perf_counter()
         report = evaluate_models_from_settings(
-            settings, Candidate(served[cand], base, settings.training_dir / adapter_dir / "final"), served[live], None, log)
+            settings, Candidate(served[cand], base, settings.training_dir / adapter_dir / "final"),
+            served[live] if live else None, None, log)
         wall = time.perf_counter() - t
         decision = decide(report, GateThresholds.from_settings(settings))
-        c, lv = report.candidate, report.live
-        rows.append({"candidate": cand, "live": live, "eval_loss": {"candidate": c.eval_loss, "live": lv.eval_loss},
+        c, ref = report.candidate, report.live or report.base
+        rows.append({"candidate": cand, "live": live, "against": decision.against,
+                     "eval_loss": {m.role: m.eval_loss for m in report.models.values()},
                      "prompt_gain": {m.role: m.prompt_gain for m in report.models.values()},
-                     "prompt_gain_ratio": c.prompt_gain / lv.prompt_gain,
-                     "paired_drop_p": paired_drop_p(c.prompt_gains, lv.prompt_gains),
+                     "prompt_gain_ratio": c.prompt_gain / ref.prompt_gain,
+                     "paired_drop_p": paired_drop_p(c.prompt_gains, ref.prompt_gains),
                      "prompt_gains": {m.role: [round(g, 4) for g in m.prompt_gains or []] for m in report.models.values()},
                      "deploy": decision.deploy, "reasons": decision.reasons, "evaluation_wall_s": round(wall, 1),
                      "candidate_prompt_gain_s": report.timings.get("candidate_prompt_gain_s")})
-        print(json.dumps({k: rows[-1][k] for k in ("candidate", "live", "eval_loss", "prompt_gain", "prompt_gain_ratio",
+        print(json.dumps({k: rows[-1][k] for k in ("candidate", "live", "against", "eval_loss", "prompt_gain", "prompt_gain_ratio",
                                                    "paired_drop_p", "deploy", "reasons")}), flush=True)
     write_merged("prompt_gain", {"what": "today's evaluation and gate over the models of the `nights` run above, on "
-                                 "night 3's eval split (11 conversations); neutral prompt: metrics.NEUTRAL_PROMPT",
+                                 "night 3's eval split (11 conversations); neutral prompt: metrics.NEUTRAL_PROMPT; "
+                                 "live null: judged as the first model, against the base",
                                  "runs": rows})
 
 
@@ -249,7 +254,7 @@ def run_gains(home: Path) -> None:
     finally:
         models.close()
     pairs = [("night 1", "base"), ("night 2", "night 1"), ("night 3", "night 2"), ("scrambled", "night 3"),
-             ("scrambled", "night 2")]
+             ("scrambled", "night 2"), ("scrambled", "base"), ("night 2", "base"), ("night 3", "base")]
     compared = [{"candidate": c, "against": r, "ratio": float(np.mean(gains[c]) / np.mean(gains[r])),
                  "paired_drop_p": paired_drop_p(gains[c], gains[r])} for c, r in pairs]
     t = GateThresholds()
@@ -265,7 +270,8 @@ def run_gains(home: Path) -> None:
         power.append({"fraction_of_live": frac, "refused_share": refused / 2000})
     write_merged("prompt_gain_models", {
         "what": "prompt gain of each model of the `nights` run on night 3's eval split (11 conversations), scored "
-                "directly; pairs as the gate would compare them (the rule applies against the live model only)",
+                "directly; pairs as the gate would compare them (against the live model at gate_prompt_gain_ratio, "
+                "against the base, for a first model, at gate_prompt_gain_base_ratio)",
         "mean_gain": {k: float(np.mean(v)) for k, v in gains.items()}, "per_conversation": gains,
         "compared": compared,
         "power_simulated": {"what": "a candidate at fraction x of night 3's gains + N(0, sd) per conversation, "

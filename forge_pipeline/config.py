@@ -162,6 +162,13 @@ class ForgeSettings(BaseSettings):
                                           "the sign of answers trained under the wrong prompts, which the eval "
                                           "loss does not show. Measured on the sample vault: a good night 0.98 "
                                           "of the live model's, a scrambled night 0.67. 0 turns the rule off.")
+    gate_prompt_gain_base_ratio: float = Field(0.6, ge=0, description="The same rule for the first model (and "
+                                               "for one whose live model has another vocabulary), against the "
+                                               "base: a fine-tune's prompt gain is lower than the base's by nature, "
+                                               "since it learns what all the answers have in common, so the bar is "
+                                               "lower. Measured on the sample vault (bench/results/quality.json, "
+                                               "\"prompt_gain_models\"): good nights 0.75-0.80 of the base's, the "
+                                               "scrambled night 0.52. 0 turns it off.")
     gate_prompt_gain_alpha: float = Field(0.05, ge=0, le=1, description="The prompt-gain drop refuses only when "
                                           "a paired sign-flip permutation test over the eval conversations gives "
                                           "it a chance below this were both models equally prompt-dependent.")

@@ -103,7 +103,8 @@ def make_report(cand_loss=2.0, live_loss: float | None = 2.1, base_loss=3.0, kld
 def test_a_good_candidate_passes_every_rule():
     d = decide(make_report())
     assert d.deploy and d.reasons == [] and len(d.passed) == 6 and d.against == "live"
-    assert d.passed[-1] == "prompt gain not compared: the live model was not scored"  # said, not silently skipped
+    # the live model's gains missing, rule 6 falls back to the base's, and says so when those are missing too
+    assert d.passed[-1] == "prompt gain not compared: the base model was not scored"  # said, not silently skipped
 
 
 @pytest.mark.parametrize("change, words", [
@@ -260,12 +261,46 @@ def test_a_gain_that_is_not_a_number_is_not_compared():
     assert d.deploy and "prompt gain not compared: a gain is not a finite number" in d.passed
 
 
-def test_the_prompt_gain_rule_is_not_applied_against_the_base_or_when_turned_off():
-    first = _with_gains(make_report(live_loss=None, cand_loss=2.9), SCRAMBLED_GAINS)  # base gains 1.3x live's
-    d = decide(first)
-    assert d.deploy and not any("prompt" in p for p in d.passed + d.reasons)
-    assert decide(_with_gains(make_report(), SCRAMBLED_GAINS), GateThresholds(prompt_gain_ratio=0)).deploy
-    h = headline(_with_gains(make_report(), SCRAMBLED_GAINS), d)
+# The same run's base and night 1 (the first fine-tune), scored on the same 11 conversations
+# (bench/results/quality.json, "prompt_gain_models"): against the base, night 1 kept 0.75 of its gain (p 0.08),
+# the scrambled night 0.52 (p 0.009).
+BASE_GAINS = [0.286, 0.2719, 0.8965, 0.1089, 0.3902, 0.2823, -0.1342, 0.2697, 0.1871, 0.1919, 0.0729]
+NIGHT1_GAINS = [0.2254, 0.0954, 0.5148, 0.1785, 0.2197, 0.1478, -0.1058, 0.3881, 0.1257, 0.1873, 0.129]
+
+
+def _first(cand) -> EvaluationReport:
+    report = make_report(live_loss=None, cand_loss=2.9)
+    report.models["candidate"].prompt_gains, report.models["base"].prompt_gains = list(cand), list(BASE_GAINS)
+    return report
+
+
+def test_a_scrambled_first_night_is_refused_against_the_base_and_a_good_one_deployed():
+    """No live model: rule 6 holds the candidate to a lower share of the base's gain (0.6), since a good first
+    fine-tune keeps only 0.75 of it; the scrambled night, 0.52, is still beyond that and beyond chance."""
+    d = decide(_first(SCRAMBLED_GAINS))
+    assert not d.deploy and d.against == "base" and len(d.reasons) == 1, d.reasons
+    assert "than the base model's" in d.reasons[0] and "(52%, below 60%; p 0.009" in d.reasons[0], d.reasons
+    good = decide(_first(NIGHT1_GAINS))
+    assert good.deploy and any(p.startswith("prompt gain 0.191 vs base 0.257 (75%") for p in good.passed), good.passed
+    # the live model's bar (0.85) would have refused night 1 had its drop been beyond chance: the bars differ
+    assert decide(_first(NIGHT1_GAINS), GateThresholds(prompt_gain_base_ratio=0.85, prompt_gain_alpha=0.1)).deploy is False
+
+
+def test_a_live_model_of_another_vocabulary_falls_back_to_the_base_for_the_prompt_gain():
+    report = _with_gains(make_report(), SCRAMBLED_GAINS)
+    report.models["live"].prompt_gains, report.models["live"].eval_loss = None, None
+    report.models["live"].not_scored = "its vocabulary differs from the candidate's"
+    report.models["base"].prompt_gains = list(BASE_GAINS)
+    d = decide(report)
+    assert not d.deploy and any("than the base model's" in r for r in d.reasons), d.reasons
+
+
+def test_the_prompt_gain_rule_can_be_turned_off():
+    off = GateThresholds(prompt_gain_ratio=0, prompt_gain_base_ratio=0)
+    for report in (_first(SCRAMBLED_GAINS), _with_gains(make_report(), SCRAMBLED_GAINS)):
+        d = decide(report, off)
+        assert d.deploy and not any("prompt" in p for p in d.passed + d.reasons), d.passed
+    h = headline(_with_gains(make_report(), SCRAMBLED_GAINS), decide(_first(SCRAMBLED_GAINS)))
     assert h["prompt_gain_candidate"] == pytest.approx(np.mean(SCRAMBLED_GAINS), abs=1e-4)
     assert h["prompt_gain_live"] == pytest.approx(np.mean(LIVE_GAINS), abs=1e-4)
 

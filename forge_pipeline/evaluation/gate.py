@@ -20,9 +20,11 @@ A candidate is deployed only if every rule holds:
 6. **answers still follow their prompts**: the candidate's prompt gain (metrics.py) is at least
    ``FORGE_GATE_PROMPT_GAIN_RATIO`` (0.85) of the live model's, or the drop is within chance: a paired
    sign-flip permutation test over the eval conversations (``paired_drop_p``) gives it a chance of at least
-   ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). Against the live model only: a first fine-tune's gain is lower than
-   the base's by nature (night 1 on the sample vault: 0.75 of the base's, p 0.08; bench/results/quality.json), since it learns what the answers
-   have in common, so the base is no yardstick for it.
+   ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). The first model (and one whose live model has another vocabulary)
+   is held to ``FORGE_GATE_PROMPT_GAIN_BASE_RATIO`` (0.6) of the base's gain instead: a fine-tune's gain is
+   lower than the base's by nature, since it learns what all the answers have in common (good nights on the
+   sample vault: 0.75-0.80 of the base's, p 0.08-0.15; the scrambled night 0.52, p 0.009;
+   bench/results/quality.json, "prompt_gain_models").
 """
 from __future__ import annotations
 
@@ -50,13 +52,15 @@ class GateThresholds(BaseModel):
     max_regurgitation_share: float = _DEFAULTS["gate_max_regurgitation_share"]
     prompt_gain_ratio: float = _DEFAULTS["gate_prompt_gain_ratio"]
     prompt_gain_alpha: float = _DEFAULTS["gate_prompt_gain_alpha"]
+    prompt_gain_base_ratio: float = _DEFAULTS["gate_prompt_gain_base_ratio"]
 
     @classmethod
     def from_settings(cls, settings) -> GateThresholds:
         return cls(kld_bounds=settings.gate_kld_bounds, loss_tolerance=settings.gate_loss_tolerance,
                    probe_tolerance=settings.gate_probe_tolerance, probe_alpha=settings.gate_probe_alpha,
                    max_regurgitation_share=settings.gate_max_regurgitation_share,
-                   prompt_gain_ratio=settings.gate_prompt_gain_ratio, prompt_gain_alpha=settings.gate_prompt_gain_alpha)
+                   prompt_gain_ratio=settings.gate_prompt_gain_ratio, prompt_gain_alpha=settings.gate_prompt_gain_alpha,
+                   prompt_gain_base_ratio=settings.gate_prompt_gain_base_ratio)
 
     def kld_bound(self, quantization: str) -> float:
         # An unknown storage type gets the loosest bound rather than an arbitrary one.
@@ -171,35 +175,40 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
         failed.append(f"Eval loss {c_loss:.4f} does not beat the base model's {r_loss:.4f}, which the first "
                       f"deployed model must.")
 
-    _prompt_gain_rule(cand, ref if ref_name == "live" else None, t, passed, failed)
+    if ref_name == "live" and ref.prompt_gains:
+        _prompt_gain_rule(cand, ref, "live", t.prompt_gain_ratio, t, passed, failed)
+    else:  # the first model, or a live model of another vocabulary (not scored): the base is the yardstick
+        _prompt_gain_rule(cand, report.base, "base", t.prompt_gain_base_ratio, t, passed, failed)
 
     return GateDecision(deploy=not failed, reasons=failed, passed=passed, against=ref_name,
                         candidate_key=report.candidate_key,
                         decided_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def _prompt_gain_rule(cand, live, t: GateThresholds, passed: list[str], failed: list[str]) -> None:
-    """Rule 6, against the live model only (the module docstring says why not against the base)."""
-    if live is None or t.prompt_gain_ratio <= 0:
-        return  # the first model (or the rule turned off): nothing to compare with
-    c, r = cand.prompt_gains, live.prompt_gains
-    why = ("the live model was not scored" if not r else "the candidate was not scored" if not c else
+def _prompt_gain_rule(cand, ref, ref_name: str, min_ratio: float, t: GateThresholds, passed: list[str],
+                      failed: list[str]) -> None:
+    """Rule 6: against the live model at ``prompt_gain_ratio``, or against the base at ``prompt_gain_base_ratio``
+    (the module docstring says why the two bars differ)."""
+    if ref is None or min_ratio <= 0:
+        return  # no reference scored at all, or the rule turned off
+    c, r = cand.prompt_gains, ref.prompt_gains
+    why = (f"the {ref_name} model was not scored" if not r else "the candidate was not scored" if not c else
            f"{len(c)} against {len(r)} conversations" if len(c) != len(r) else
            "a gain is not a finite number" if not np.isfinite(np.concatenate([c, r])).all() else None)
-    if why:  # e.g. a live model of another vocabulary, or a wrecked candidate (its loss rule refuses it)
+    if why:  # e.g. a wrecked candidate (its loss rule refuses it)
         passed.append(f"prompt gain not compared: {why}")
         return
-    c_mean, r_mean = cand.prompt_gain, live.prompt_gain
-    if r_mean <= 0:
-        passed.append(f"prompt gain {c_mean:.3f} (the live model's {r_mean:.3f} leaves nothing to lose)")
+    c_mean, r_mean = cand.prompt_gain, ref.prompt_gain
+    if r_mean <= 0:  # e.g. a random-weight base: its prompts never helped
+        passed.append(f"prompt gain {c_mean:.3f} (the {ref_name} model's {r_mean:.3f} leaves nothing to lose)")
         return
     ratio, p = c_mean / r_mean, paired_drop_p(c, r)
-    if ratio >= t.prompt_gain_ratio or p >= t.prompt_gain_alpha:
-        passed.append(f"prompt gain {c_mean:.3f} vs live {r_mean:.3f} ({ratio:.0%}; p {p:.3f})")
+    if ratio >= min_ratio or p >= t.prompt_gain_alpha:
+        passed.append(f"prompt gain {c_mean:.3f} vs {ref_name} {r_mean:.3f} ({ratio:.0%}; p {p:.3f})")
     else:
-        failed.append(f"The candidate's answers depend less on their prompts than the live model's: a neutral "
-                      f"prompt raises their loss by {c_mean:.3f} nats per token against the live model's "
-                      f"{r_mean:.3f} ({ratio:.0%}, below {t.prompt_gain_ratio:.0%}; p {p:.3f} by chance), as when "
+        failed.append(f"The candidate's answers depend less on their prompts than the {ref_name} model's: a neutral "
+                      f"prompt raises their loss by {c_mean:.3f} nats per token against the {ref_name} model's "
+                      f"{r_mean:.3f} ({ratio:.0%}, below {min_ratio:.0%}; p {p:.3f} by chance), as when "
                       f"answers are trained under the wrong prompts.")
 
 
