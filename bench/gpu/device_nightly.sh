@@ -13,7 +13,11 @@ set -x
 . .device/device_setup.sh .device
 # presidio-analyzer, spaCy (imported by presidio, no model), detect-secrets, phonenumbers, tldextract: the
 # redactor's libraries (issue 12's back-translation curates), a second bundle because the first plus these
-# would pass the 64 MiB limit unpruned (phonenumbers' geocoding data dropped, .so files stripped: 11 MiB)
+# would pass the 64 MiB limit unpruned (phonenumbers' geocoding data dropped, .so files stripped: 11 MiB).
+# Made with make_device_bundle.py (device_packages.txt extended by the first bundle's package names) for
+# "presidio-analyzer==2.2.366" "detect-secrets==1.5.0" "phonenumbers>=8.13" "tldextract>=5", then in the
+# unpacked site: strip --strip-unneeded on every .so; delete *.pyx *.pxd *.c *.cpp *.h and phonenumbers/
+# {geodata,carrierdata,tzdata}; tar cJf .device/site2.tar.xz .
 [ -f .device/site2.tar.xz ] && tar xJf .device/site2.tar.xz -C /tmp/site
 export PYTHONPATH=/tmp/llama:$PWD:$PYTHONPATH
 M=/dev/shm/llama8b W=/dev/shm/nightly

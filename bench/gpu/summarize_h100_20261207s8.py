@@ -1,0 +1,85 @@
+"""bench/results/gpu_nightly_h100_20261207s8.json from the raw device output of session 8 (2026-12-07, later
+that day) in bench/results/raw/h100_20261207s8/: device_nightly.sh setup, night0, `NIGHT=1 ... together` (a
+timed nightly, then bare unsloth vs forge in the same command), `NIGHTS=3 VALIDATE=1 ... nights`; four calls on
+one warm H100, code at 4a1ed5f (the nightly's evaluation now includes the prompt-gain pass, 4d9249b).
+
+    python -m bench.gpu.summarize_h100_20261207s8
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from statistics import median
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+RAW = RESULTS / "raw" / "h100_20261207s8"
+STAGES = ("imports_s", "load_s", "train_s", "adapter_export_s", "evaluation_s", "swap_s")
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (RAW / name).read_text().splitlines() if line.startswith('{"')]
+
+
+def main() -> None:
+    nights = [r for f in ("together1/nightly_runs.jsonl", "nights3/nightly_runs.jsonl") for r in rows(f)
+              if r.get("stage") == "nightly"]
+    for n in nights:
+        n["swap_timings"] = n.pop("swap_response", {}).get("timings")
+    validation = next(r for r in rows("nights3/nightly_runs.jsonl") if r.get("stage") == "export_validation")
+    peer = rows("together1/gpu_training_runs.jsonl")
+    bare = {s: [r["tokens_per_s"] for r in peer if r["mode"] == "unsloth" and r.get("seq") == s] for s in (512, 2048)}
+    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s]
+             for s in (512, 2048)}
+    before = json.loads((RESULTS / "gpu_nightly_h100_20261207.json").read_text())
+    bt = next(r for r in rows("night0/nightly_runs.jsonl") if r.get("mode") == "backtranslate-gpu")
+    out = {
+        "what": "Adapter-native 8B nightly on one H100 80GB (nvidia-h100-x1), session 8 of 2026-12-07, code at 4a1ed5f: "
+                "the same cycle as gpu_nightly_h100_20261207.json (curated JSONL, 500 reflection-length examples x 3 "
+                "epochs, seed hyperparameters, packed -> adapter GGUF -> evaluation -> swap into a running server on "
+                "the q4_k_m base), now with the evaluation's prompt-gain pass (the candidate's 50 eval conversations "
+                "scored a second time under the neutral prompt). Night 1's nightly and the bare-unsloth peer ran in "
+                "ONE command (device_nightly.sh together); night 3's nightly in the next call, followed by the "
+                "Dagster job's export check (a child process loads the adapter on the base), timed on its own. "
+                "Random-weight Llama-3.1-8B-architecture model: the gate refuses (8 of 8 probe answers loop), the "
+                "bench swaps the adapter in regardless, to time the swap.",
+        "setup": rows("setup/nightly_runs.jsonl"),
+        "night0_builds_base_gguf": [r for r in rows("night0/nightly_runs.jsonl") if r.get("stage")],
+        "nightlies": nights,
+        "summary": {
+            "nightly_total_s": [n["total_s"] for n in nights], "target_s": 120,
+            "stages_s": {k: [n[k] for n in nights] for k in STAGES},
+            "evaluation_target_s": 30,
+            "evaluation_prompt_gain_s": [n["evaluation_timings"]["candidate_prompt_gain_s"] for n in nights],
+            "evaluation_scoring_s": [n["evaluation_timings"]["candidate_scoring_s"] for n in nights],
+            "global_step": [n["global_step"] for n in nights],
+            "steady_tokens_per_s": [n["steady_tokens_per_s"] for n in nights], "packed_target_tokens_per_s": 12000,
+            "adapter_size_mb": nights[0]["adapter_size_mb"],
+            "job_export_check_s": validation["validate_s"], "job_export_check": validation,
+            "earlier_today_without_prompt_gain": {"nightly_total_s": before["summary"]["nightly_total_s"],
+                                                  "stages_s": before["summary"]["stages_s"]},
+        },
+        "training_side_by_side": {
+            "how": "in the same command as night 1's nightly, right after it: bare unsloth (bare_unsloth_bench.py) and "
+                   "forge's unsloth path (train_shape.py, steady tokens/s over steps 4-16) alternating, two rounds "
+                   "(run_training_bench repeat2)",
+            "bare_tokens_per_s": bare, "forge_steady_tokens_per_s": forge,
+            "ratio_pairwise": {s: [round(f / b, 3) for f, b in zip(forge[s], bare[s])] for s in (512, 2048)},
+            "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)},
+            "earlier_today_ratio_pairwise": before["training_side_by_side"]["ratio_pairwise"],
+            "runs": peer,
+        },
+        "backtranslation_gpu": {
+            "what": "bench.gpu.backtranslate_gpu after night 0: the sample vault extracted and curated with "
+                    "back-translation at its default, generating with the random 8B's q4_k_m base on the GPU, cold "
+                    "then cached. Random weights write no usable question: every example fell back to its template "
+                    "with the reason (empty, too long). This shows the path is on by default on a CUDA machine, runs "
+                    "there, and what it costs per example; not the questions' quality.",
+            **bt, "cold_s_per_example": round(bt["cold"]["user_turns"]["generation_s"] / bt["cold"]["user_turns"]["examples"], 3)},
+    }
+    (RESULTS / "gpu_nightly_h100_20261207s8.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["summary"], indent=1))
+    print(json.dumps({k: v for k, v in out["training_side_by_side"].items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
