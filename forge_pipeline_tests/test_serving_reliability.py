@@ -236,10 +236,22 @@ def test_each_answer_frees_its_native_sampler_when_it_ends(ggufs):
         before = len(open_samplers())
         for stream in (True, False, True, False):
             done = threading.Event()
-            worker.submit(Job({"messages": MSG, "max_tokens": 8, "temperature": 0}, stream=stream, adapter=None,
-                              logit_bias={2: -100.0}, loop=loop, on_finish=done.set))
+            job = Job({"messages": MSG, "max_tokens": 8, "temperature": 0}, stream=stream, adapter=None,
+                      logit_bias={2: -100.0}, loop=loop, on_finish=done.set)
+            worker.submit(job)
             assert done.wait(60)
+            loop.run_until_complete(asyncio.sleep(0))  # deliver the events the worker handed to the loop
+            kinds = [job.events.get_nowait()[0] for _ in range(job.events.qsize())]
+            assert kinds[-1] == "done" and ("chunk" in kinds) == stream, kinds  # answered, not failed
         assert len(open_samplers()) == before, "a finished answer left its native sampler to the garbage collector"
+
+        from forge_pipeline.curation.user_turns import LlamaGenerator, ModelChoice  # back-translation, too
+
+        writer = LlamaGenerator(ModelChoice(path=ggufs["a"], fingerprint="t", gpu=False))
+        for _ in range(3):
+            writer("A reflection about the week.\nQuestion:")
+        assert len(open_samplers()) == before, "a back-translated question left its native sampler behind"
+        writer.close()
     finally:
         gc.enable()
         worker.stop()

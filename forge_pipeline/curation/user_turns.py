@@ -213,7 +213,10 @@ class LlamaGenerator:
                          verbose=False, n_gpu_layers=-1 if choice.gpu and llama_supports_gpu_offload() else 0)
 
     def __call__(self, prompt: str) -> tuple[str, bool]:
+        from serving.worker import close_answer_sampler
+
         out = self.llm.create_completion(prompt, max_tokens=MAX_NEW_TOKENS, temperature=0.0, stop=["\n"])
+        close_answer_sampler(self.llm)  # one question per example: its sampler would wait for a full collection
         first = out["choices"][0]
         return first["text"], first.get("finish_reason") == "length"
 
