@@ -295,6 +295,22 @@ def test_a_live_model_of_another_vocabulary_falls_back_to_the_base_for_the_promp
     assert not d.deploy and any("than the base model's" in r for r in d.reasons), d.reasons
 
 
+def test_the_base_bar_is_a_floor_every_night_against_a_slow_slide():
+    """Night to night each step looks fine (0.9 of the live model's gain: above 0.85), but the live model
+    had already slid to 0.65 of the base's: the candidate, at 0.585 of it, is below the base's bar."""
+    report = make_report()
+    live = [g * 0.65 for g in BASE_GAINS]
+    report.models["live"].prompt_gains, report.models["base"].prompt_gains = live, list(BASE_GAINS)
+    report.models["candidate"].prompt_gains = [g * 0.9 for g in live]
+    d = decide(report)
+    assert not d.deploy and len(d.reasons) == 1 and "than the base model's" in d.reasons[0], d.reasons
+    assert any(p.startswith("prompt gain") and "vs live" in p and "(90%" in p for p in d.passed), d.passed
+    report.models["candidate"].prompt_gains = list(live)  # no further slide: both bars hold (0.65 of the base's)
+    d = decide(report)
+    assert d.deploy and sum(p.startswith("prompt gain") for p in d.passed) == 2, d.passed
+    assert headline(report, d)["prompt_gain_base"] == pytest.approx(np.mean(BASE_GAINS), abs=1e-4)
+
+
 def test_the_prompt_gain_rule_can_be_turned_off():
     off = GateThresholds(prompt_gain_ratio=0, prompt_gain_base_ratio=0)
     for report in (_first(SCRAMBLED_GAINS), _with_gains(make_report(), SCRAMBLED_GAINS)):

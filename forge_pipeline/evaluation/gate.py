@@ -20,8 +20,9 @@ A candidate is deployed only if every rule holds:
 6. **answers still follow their prompts**: the candidate's prompt gain (metrics.py) is at least
    ``FORGE_GATE_PROMPT_GAIN_RATIO`` (0.85) of the live model's, or the drop is within chance: a paired
    sign-flip permutation test over the eval conversations (``paired_drop_p``) gives it a chance of at least
-   ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). The first model (and one whose live model has another vocabulary)
-   is held to ``FORGE_GATE_PROMPT_GAIN_BASE_RATIO`` (0.6) of the base's gain instead: a fine-tune's gain is
+   ``FORGE_GATE_PROMPT_GAIN_ALPHA`` (0.05). Every candidate is also held to ``FORGE_GATE_PROMPT_GAIN_BASE_RATIO``
+   (0.6) of the base's gain, the only bar for the first model (and one whose live model has another
+   vocabulary), and a floor every night against slides too small to see night to night: a fine-tune's gain is
    lower than the base's by nature, since it learns what all the answers have in common (good nights on the
    sample vault: 0.75-0.80 of the base's, p 0.08-0.15; the scrambled night 0.52, p 0.009;
    bench/results/quality.json, "prompt_gain_models").
@@ -175,9 +176,12 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
         failed.append(f"Eval loss {c_loss:.4f} does not beat the base model's {r_loss:.4f}, which the first "
                       f"deployed model must.")
 
-    if ref_name == "live" and ref.prompt_gains:
-        _prompt_gain_rule(cand, ref, "live", t.prompt_gain_ratio, t, passed, failed)
-    else:  # the first model, or a live model of another vocabulary (not scored): the base is the yardstick
+    # Against the live model when it was scored; against the base's lower bar always (the first model, a live
+    # model of another vocabulary, and as a floor every night: compared only night to night, a slide of less
+    # than the live bar's 15% a night would add up unseen). One sentence per failed rule: the floor is not
+    # repeated when the live comparison already refused.
+    if not (ref_name == "live" and ref.prompt_gains
+            and not _prompt_gain_rule(cand, ref, "live", t.prompt_gain_ratio, t, passed, failed)):
         _prompt_gain_rule(cand, report.base, "base", t.prompt_gain_base_ratio, t, passed, failed)
 
     return GateDecision(deploy=not failed, reasons=failed, passed=passed, against=ref_name,
@@ -186,30 +190,31 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
 
 
 def _prompt_gain_rule(cand, ref, ref_name: str, min_ratio: float, t: GateThresholds, passed: list[str],
-                      failed: list[str]) -> None:
+                      failed: list[str]) -> bool:
     """Rule 6: against the live model at ``prompt_gain_ratio``, or against the base at ``prompt_gain_base_ratio``
-    (the module docstring says why the two bars differ)."""
+    (the module docstring says why the two bars differ). False when it refused."""
     if ref is None or min_ratio <= 0:
-        return  # no reference scored at all, or the rule turned off
+        return True  # no reference scored at all, or the rule turned off
     c, r = cand.prompt_gains, ref.prompt_gains
     why = (f"the {ref_name} model was not scored" if not r else "the candidate was not scored" if not c else
            f"{len(c)} against {len(r)} conversations" if len(c) != len(r) else
            "a gain is not a finite number" if not np.isfinite(np.concatenate([c, r])).all() else None)
     if why:  # e.g. a wrecked candidate (its loss rule refuses it)
         passed.append(f"prompt gain not compared: {why}")
-        return
+        return True
     c_mean, r_mean = cand.prompt_gain, ref.prompt_gain
     if r_mean <= 0:  # e.g. a random-weight base: its prompts never helped
         passed.append(f"prompt gain {c_mean:.3f} (the {ref_name} model's {r_mean:.3f} leaves nothing to lose)")
-        return
+        return True
     ratio, p = c_mean / r_mean, paired_drop_p(c, r)
     if ratio >= min_ratio or p >= t.prompt_gain_alpha:
         passed.append(f"prompt gain {c_mean:.3f} vs {ref_name} {r_mean:.3f} ({ratio:.0%}; p {p:.3f})")
-    else:
-        failed.append(f"The candidate's answers depend less on their prompts than the {ref_name} model's: a neutral "
-                      f"prompt raises their loss by {c_mean:.3f} nats per token against the {ref_name} model's "
-                      f"{r_mean:.3f} ({ratio:.0%}, below {min_ratio:.0%}; p {p:.3f} by chance), as when "
-                      f"answers are trained under the wrong prompts.")
+        return True
+    failed.append(f"The candidate's answers depend less on their prompts than the {ref_name} model's: a neutral "
+                  f"prompt raises their loss by {c_mean:.3f} nats per token against the {ref_name} model's "
+                  f"{r_mean:.3f} ({ratio:.0%}, below {min_ratio:.0%}; p {p:.3f} by chance), as when "
+                  f"answers are trained under the wrong prompts.")
+    return False
 
 
 # ---- persistence ------------------------------------------------------------------------------------------

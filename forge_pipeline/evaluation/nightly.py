@@ -37,6 +37,7 @@ def headline(report: EvaluationReport, decision: GateDecision) -> dict[str, floa
         "drift_kld": None if c.drift_kld is None else round(c.drift_kld, 4),
         "prompt_gain_candidate": None if c.prompt_gain is None else round(c.prompt_gain, 4),
         "prompt_gain_live": None if live is None or live.prompt_gain is None else round(live.prompt_gain, 4),
+        "prompt_gain_base": None if base is None or base.prompt_gain is None else round(base.prompt_gain, 4),
         "eval_examples": report.eval_examples,
         "evaluation_s": report.timings.get("total_s"),
     }

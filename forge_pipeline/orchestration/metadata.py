@@ -87,7 +87,7 @@ def evaluation_metadata(report, decision, folder: Path, target: dict) -> dict:
     out.update(_headline([(k, h.get(k), 5 if k in ("kld", "drift_kld") else 4) for k in (
         "eval_loss_candidate", "eval_loss_live", "eval_loss_base", "improvement_vs_live_pct", "improvement_vs_base_pct",
         "kld", "top1_agreement", "loop_rate", "invented_turns", "regurgitation_share", "drift_kld",
-        "prompt_gain_candidate", "prompt_gain_live", "eval_examples",
+        "prompt_gain_candidate", "prompt_gain_live", "prompt_gain_base", "eval_examples",
         "evaluation_s")]))
     out["rules"] = md_table([("held", r) for r in decision.passed] + [("failed", r) for r in decision.reasons],
                             ("", "rule"))
