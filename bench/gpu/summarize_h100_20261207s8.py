@@ -72,8 +72,9 @@ def main() -> None:
             "what": "bench.gpu.backtranslate_gpu after night 0: the sample vault extracted and curated with "
                     "back-translation at its default, generating with the random 8B's q4_k_m base on the GPU, cold "
                     "then cached. Random weights write no usable question: every example fell back to its template "
-                    "with the reason (empty, too long). This shows the path is on by default on a CUDA machine, runs "
-                    "there, and what it costs per example; not the questions' quality.",
+                    "with the reason (empty, too long). This shows the path is on by default on a CUDA machine and runs "
+                    "there; its cost per example is a floor (most answers stopped at their first newline, so real "
+                    "questions, being longer, cost more), and nothing about the questions' quality.",
             **bt, "cold_s_per_example": round(bt["cold"]["user_turns"]["generation_s"] / bt["cold"]["user_turns"]["examples"], 3)},
     }
     (RESULTS / "gpu_nightly_h100_20261207s8.json").write_text(json.dumps(out, indent=2) + "\n")
