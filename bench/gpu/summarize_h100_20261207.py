@@ -18,14 +18,27 @@ def rows(name: str) -> list[dict]:
     return [json.loads(line) for line in (RESULTS / "raw" / name).read_text().splitlines() if line.startswith('{"')]
 
 
+def side_by_side(peer: list[dict]) -> dict:
+    """Bare unsloth against forge's unsloth path, per sequence length: tokens/s and pairwise ratios."""
+    bare = {s: [r["tokens_per_s"] for r in peer if r["mode"] == "unsloth" and r.get("seq") == s] for s in (512, 2048)}
+    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s]
+             for s in (512, 2048)}
+    return {"bare_tokens_per_s": bare, "forge_steady_tokens_per_s": forge,
+            "ratio_pairwise": {s: [round(f / b, 3) for f, b in zip(forge[s], bare[s])] for s in (512, 2048)},
+            "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)}}
+
+
+def write(out: dict, name: str) -> None:
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["summary"], indent=1))
+    print(json.dumps({k: v for k, v in out["training_side_by_side"].items() if k != "runs"}))
+
+
 def main() -> None:
     nights = [r for r in rows("h100_20261207_nights.jsonl") if r.get("stage") == "nightly"]
     for n in nights:
         n["swap_timings"] = n.pop("swap_response", {}).get("timings")
     peer = rows("h100_20261207_peer2.jsonl")
-    bare = {s: [r["tokens_per_s"] for r in peer if r["mode"] == "unsloth" and r.get("seq") == s] for s in (512, 2048)}
-    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s]
-             for s in (512, 2048)}
     previous = json.loads((RESULTS / "gpu_nightly_h100.json").read_text())["summary"]
     out = {
         "what": "Adapter-native 8B nightly on one H100 80GB (nvidia-h100-x1), 2026-12-07, code at 2da3975: curated "
@@ -55,17 +68,12 @@ def main() -> None:
         "training_side_by_side": {
             "how": "device_nightly.sh peer2: bare unsloth (bare_unsloth_bench.py) and forge's unsloth path "
                    "(train_shape.py, steady tokens/s over steps 4-16) alternating, two rounds, one call",
-            "bare_tokens_per_s": bare, "forge_steady_tokens_per_s": forge,
-            "ratio_pairwise": {s: [round(f / b, 3) for f, b in zip(forge[s], bare[s])] for s in (512, 2048)},
-            "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)},
-            "runs": peer,
+            **side_by_side(peer), "runs": peer,
         },
         "backtranslation_gpu": "not measured: bench.gpu.backtranslate_gpu failed at extraction, the device bundle "
                                "has no presidio-analyzer package metadata (raw/h100_20261207_backtranslate.log)",
     }
-    (RESULTS / "gpu_nightly_h100_20261207.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["summary"], indent=1))
-    print(json.dumps({k: v for k, v in out["training_side_by_side"].items() if k != "runs"}))
+    write(out, "gpu_nightly_h100_20261207.json")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ one warm H100, code at 4a1ed5f (the nightly's evaluation now includes the prompt
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from statistics import median
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+from bench.gpu.summarize_h100_20261207 import RESULTS, side_by_side, write
+
 RAW = RESULTS / "raw" / "h100_20261207s8"
 STAGES = ("imports_s", "load_s", "train_s", "adapter_export_s", "evaluation_s", "swap_s")
 
@@ -27,9 +26,6 @@ def main() -> None:
         n["swap_timings"] = n.pop("swap_response", {}).get("timings")
     validation = next(r for r in rows("nights3/nightly_runs.jsonl") if r.get("stage") == "export_validation")
     peer = rows("together1/gpu_training_runs.jsonl")
-    bare = {s: [r["tokens_per_s"] for r in peer if r["mode"] == "unsloth" and r.get("seq") == s] for s in (512, 2048)}
-    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s]
-             for s in (512, 2048)}
     before = json.loads((RESULTS / "gpu_nightly_h100_20261207.json").read_text())
     bt = next(r for r in rows("night0/nightly_runs.jsonl") if r.get("mode") == "backtranslate-gpu")
     out = {
@@ -62,10 +58,7 @@ def main() -> None:
             "how": "in the same command as night 1's nightly, right after it: bare unsloth (bare_unsloth_bench.py) and "
                    "forge's unsloth path (train_shape.py, steady tokens/s over steps 4-16) alternating, two rounds "
                    "(run_training_bench repeat2)",
-            "bare_tokens_per_s": bare, "forge_steady_tokens_per_s": forge,
-            "ratio_pairwise": {s: [round(f / b, 3) for f, b in zip(forge[s], bare[s])] for s in (512, 2048)},
-            "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)},
-            "earlier_today_ratio_pairwise": before["training_side_by_side"]["ratio_pairwise"],
+            **side_by_side(peer), "earlier_today_ratio_pairwise": before["training_side_by_side"]["ratio_pairwise"],
             "runs": peer,
         },
         "backtranslation_gpu": {
@@ -77,9 +70,7 @@ def main() -> None:
                     "questions, being longer, cost more), and nothing about the questions' quality.",
             **bt, "cold_s_per_example": round(bt["cold"]["user_turns"]["generation_s"] / bt["cold"]["user_turns"]["examples"], 3)},
     }
-    (RESULTS / "gpu_nightly_h100_20261207s8.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out["summary"], indent=1))
-    print(json.dumps({k: v for k, v in out["training_side_by_side"].items() if k != "runs"}))
+    write(out, "gpu_nightly_h100_20261207s8.json")
 
 
 if __name__ == "__main__":
