@@ -164,6 +164,24 @@ def test_last_night_s_candidate_costs_no_loss_pass_as_tonight_s_live_model(lab, 
     assert night2.live.eval_loss == pytest.approx(night1.candidate.eval_loss, rel=1e-9)
 
 
+@pytest.mark.parametrize("lora", [None, "cand_lora"])
+def test_logits_asked_for_only_where_needed_are_the_rows_eval_computes(lab, lora):
+    """LoadedModel.logits decodes with llama.cpp's batch API, asking for rows rows_from.. only; against
+    llama-cpp-python's own eval() (every row, kept in ``scores``) on a sequence longer than one batch, with
+    rows_from in the first batch, at a batch edge and in the second batch."""
+    with LoadedModel(ServedModel(lab["base"], lab[lora] if lora else None), 512) as m:
+        ids = [m.llm.token_bos()] + [(7 * k) % 200 + 10 for k in range(m.llm.n_batch + 60)]
+        for rows_from in (0, 5, m.llm.n_batch, m.llm.n_batch + 20):
+            fast = m.logits(ids, rows_from)
+            m.llm.reset()
+            m.llm.eval(ids)
+            full = np.array(m.llm.scores[rows_from:len(ids)], dtype=np.float32)
+            assert fast.shape == full.shape == (len(ids) - rows_from, m.n_vocab)
+            np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-4)
+        answered = m.answer("the rest week", Sampling(max_tokens=8, temperature=0.0))  # generation still works after
+        assert answered.completion_tokens > 0
+
+
 def test_a_probe_stops_as_soon_as_it_is_given_up(lab):
     with LoadedModel(ServedModel(lab["base"]), 512) as m:
         full = m.answer("the rest week", Sampling(max_tokens=64, temperature=0.0))

@@ -167,11 +167,30 @@ class LoadedModel:
         return self.llm.n_vocab()
 
     def logits(self, ids: list[int], rows_from: int = 0) -> np.ndarray:
-        """[len(ids) - rows_from, vocab] logits of positions rows_from.. (a fresh context each time; only the
-        rows asked for are copied out of llama.cpp's n_ctx x vocab buffer)."""
-        self.llm.reset()  # eval() then drops the whole KV cache from position 0
-        self.llm.eval(ids)
-        return np.array(self.llm.scores[rows_from:len(ids)], dtype=np.float32)
+        """[len(ids) - rows_from, vocab] logits of positions rows_from.. (a fresh context each time).
+
+        Through llama.cpp's batch API, asking for logits only at rows_from.. and copying each batch's rows once,
+        straight into the array returned: llama-cpp-python's eval() computes every position's logits (the
+        prompt's too) and copies them into its n_ctx x vocab ``scores``, from which a second copy was taken.
+        The rows are the same (test_evaluation_speed.py); the cost is bench/results/evaluation_speed.json's
+        "logits"."""
+        llm, n_vocab = self.llm, self.llm.n_vocab()
+        llm.reset()  # llama-cpp-python's own view: no tokens evaluated (its next eval() starts from scratch)
+        llm._ctx.kv_cache_clear()
+        out = np.empty((max(0, len(ids) - rows_from), n_vocab), dtype=np.float32)
+        batch, row = llm._batch, 0
+        for i in range(0, len(ids), llm.n_batch):
+            chunk = ids[i:i + llm.n_batch]
+            batch.set_batch(batch=chunk, n_past=i, logits_all=False)
+            wanted = 0
+            for j in range(len(chunk)):
+                batch.batch.logits[j] = i + j >= rows_from
+                wanted += i + j >= rows_from
+            llm._ctx.decode(batch)
+            if wanted:
+                out[row:row + wanted] = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(wanted, n_vocab))
+                row += wanted
+        return out
 
     def vocabulary_sha256(self) -> str:
         """sha256 of the vocabulary (every token's text, in id order): two models score the same token ids
