@@ -78,3 +78,21 @@ def test_training_on_a_local_base_with_an_untrained_end_of_turn_says_so(curated,
     said = [m for m in logs["clustered"] if "<end_of_turn> has never been trained" in m]
     assert said and said[0].startswith("warning:"), logs["clustered"]
     assert not any("never been trained" in m for m in logs["plain"])
+
+
+def test_an_all_zero_turn_row_is_untrained_and_an_own_templates_end_of_turn_is_checked(tmp_path):
+    """Llama 3's base leaves its chat tokens at zero (no cosine neighbours to count), and ships the instruct
+    template as its own: the end-of-turn token of whatever template training uses is the one checked."""
+    from forge_pipeline.training.turn_tokens import is_untrained, untrained_end_of_turn
+
+    base = make_tiny_gemma(tmp_path / "gemma")
+    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+    eot = tok.convert_tokens_to_ids("<end_of_turn>")
+    embed = model.get_input_embeddings().weight
+    tok.chat_template = GEMMA_CHAT_TEMPLATE + "{# the base's own #}"  # not the family template verbatim
+    assert not is_untrained(embed, eot) and untrained_end_of_turn(model, tok) is None  # random rows: trained
+    with torch.no_grad():
+        embed[eot] = 0.0
+    assert is_untrained(embed, eot) and untrained_end_of_turn(model, tok) == "<end_of_turn>"
+    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert untrained_end_of_turn(model, tok) is None  # a plain-text stop is not a token to train

@@ -29,6 +29,8 @@ from forge_pipeline.training.chat_template import turn_format_for
 # ordinary words) have none.
 NEAR_COSINE = 0.99
 UNTRAINED_MIN_NEIGHBOURS = 64
+# A row this much shorter than the median row is zero for our purposes (a trained row is of the median's order).
+ZERO_ROW = 1e-4
 
 
 def near_rows(weight, row: int, cosine: float = NEAR_COSINE) -> int:
@@ -42,6 +44,12 @@ def near_rows(weight, row: int, cosine: float = NEAR_COSINE) -> int:
 
 
 def is_untrained(weight, row: int) -> bool:
+    """Never moved by pretraining: one of a cluster of near-identical rows (Gemma's unused rows), or all zeros
+    (Llama 3's base leaves its chat tokens at zero: unsloth issues #915 and #929, torchtune #2429), which no
+    cosine can see."""
+    norms = weight.detach().float().norm(dim=1)
+    if float(norms[row]) <= ZERO_ROW * float(norms.median()):
+        return True
     return near_rows(weight, row) >= UNTRAINED_MIN_NEIGHBOURS
 
 
@@ -75,13 +83,18 @@ def seed_untrained_turn_tokens(model, tokenizer) -> dict[str, str]:
 
 
 def untrained_end_of_turn(model, tokenizer) -> str | None:
-    """The end-of-turn token of the family template ``tokenizer`` was given (chat_template.prepare_tokenizer),
-    when its row is untrained: for a base forge does not convert itself (a local or hub directory is the
-    user's, never rewritten), training goes on and says so, since the answers will likely not end."""
-    from forge_pipeline.training.chat_template import TURN_FORMATS
+    """The end-of-turn token of the template ``tokenizer`` trains with (the base's own, or the family template
+    chat_template.prepare_tokenizer gave it), when its row is untrained: for a base forge does not convert
+    itself (a local or hub directory is the user's, never rewritten), training goes on and says so, since the
+    answers will likely not end. A base's own template counts too: Llama 3.1's base ships the instruct
+    template, whose <|eot_id|> the base never trained."""
+    from forge_pipeline.training.chat_template import stop_sequences
 
-    fmt = next((f for f in TURN_FORMATS if f.template == getattr(tokenizer, "chat_template", None)), None)
-    if fmt is None:
+    template = getattr(tokenizer, "chat_template", None)
+    if not isinstance(template, str) or not template.strip():
         return None
-    token_id = tokenizer.convert_tokens_to_ids(fmt.stops[0])
-    return fmt.stops[0] if is_untrained(model.get_input_embeddings().weight, token_id) else None
+    token = stop_sequences(template)[0]
+    token_id = tokenizer.get_vocab().get(token)
+    if token_id is None:  # a plain-text stop such as "### User:", not a token of its own
+        return None
+    return token if is_untrained(model.get_input_embeddings().weight, token_id) else None
