@@ -180,8 +180,9 @@ def decide(report: EvaluationReport, thresholds: GateThresholds | None = None, a
     # model of another vocabulary, and as a floor every night: compared only night to night, a slide of less
     # than the live bar's 15% a night would add up unseen). One sentence per failed rule: the floor is not
     # repeated when the live comparison already refused.
-    if not (ref_name == "live" and ref.prompt_gains
-            and not _prompt_gain_rule(cand, ref, "live", t.prompt_gain_ratio, t, passed, failed)):
+    live_refused = (ref_name == "live" and bool(ref.prompt_gains)
+                    and not _prompt_gain_rule(cand, ref, "live", t.prompt_gain_ratio, t, passed, failed))
+    if not live_refused:
         _prompt_gain_rule(cand, report.base, "base", t.prompt_gain_base_ratio, t, passed, failed)
 
     return GateDecision(deploy=not failed, reasons=failed, passed=passed, against=ref_name,

@@ -75,10 +75,9 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     loaded = load_model(backend, base, cfg, cuda)  # load
     load_s = round(time.time() - t_load, 2)
     if base.source in ("local", "hub") and (token := untrained_end_of_turn(loaded.model, loaded.tokenizer)):
-        log(f"warning: the base's {token} has never been trained (its embedding is zero or sits among many unused "
-            f"ones), so "
-            f"the fine-tuned model will likely not end its answers; forge seeds it from EOS only in bases it "
-            f"converts itself, a GGUF without a chat template of its own (training/turn_tokens.py)")
+        log(f"warning: the base's {token} has never been trained (its embedding is zero or sits among many "
+            f"unused ones), so the fine-tuned model will likely not end its answers; forge seeds it from EOS only "
+            f"in bases it converts itself, a GGUF without a chat template of its own (training/turn_tokens.py)")
     t_layout = time.time()
     layout = choose_layout(cfg, backend, loaded, data.train_rows, cuda)
     layout_s = round(time.time() - t_layout, 2)

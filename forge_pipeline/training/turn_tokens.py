@@ -47,10 +47,11 @@ def is_untrained(weight, row: int) -> bool:
     """Never moved by pretraining: one of a cluster of near-identical rows (Gemma's unused rows), or all zeros
     (Llama 3's base leaves its chat tokens at zero: unsloth issues #915 and #929, torchtune #2429), which no
     cosine can see."""
-    norms = weight.detach().float().norm(dim=1)
+    w = weight.detach().float()  # once: near_rows' own .float() is then no copy (an 8B's rows: 2 GB in float32)
+    norms = w.norm(dim=1)
     if float(norms[row]) <= ZERO_ROW * float(norms.median()):
         return True
-    return near_rows(weight, row) >= UNTRAINED_MIN_NEIGHBOURS
+    return near_rows(w, row) >= UNTRAINED_MIN_NEIGHBOURS
 
 
 def seed_untrained_turn_tokens(model, tokenizer) -> dict[str, str]:
