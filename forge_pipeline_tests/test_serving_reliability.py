@@ -252,6 +252,13 @@ def test_each_answer_frees_its_native_sampler_when_it_ends(ggufs):
             writer("A reflection about the week.\nQuestion:")
         assert len(open_samplers()) == before, "a back-translated question left its native sampler behind"
         writer.close()
+
+        from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel  # the evaluation's probes
+
+        with LoadedModel(ServedModel(ggufs["a"]), 256) as m:
+            assert m.answer("the rest week", Sampling(max_tokens=8)).completion_tokens > 0
+            assert all(a.completion_tokens > 0 for a in m.answer_many(["a week", "a day"], Sampling(max_tokens=8)))
+        assert len(open_samplers()) == before, "a probe answer left its native sampler behind"
     finally:
         gc.enable()
         worker.stop()

@@ -241,12 +241,15 @@ class LoadedModel:
         create_chat_completion re-detokenizes the whole completion after every token, O(n^2) in Python.
         Measured on a tiny model (2 cores): a 256-token answer took 3.0 s that way, 0.1-0.4 s here; on the
         H100 the 8B's 8 probe answers spent most of their 21 s in it."""
+        from serving.worker import close_answer_sampler
+
         if not self.used_template:  # no template to render: llama-cpp-python's own chat handler
             self.llm.reset()
             out = self.llm.create_chat_completion(
                 messages=[{"role": "user", "content": prompt}], temperature=sampling.temperature,
                 top_p=sampling.top_p, repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens,
                 seed=sampling.seed, stop=stop)
+            close_answer_sampler(self.llm)  # its native chain would otherwise wait for a full garbage collection
             choice = out["choices"][0]
             return ProbeAnswer(prompt, choice["message"].get("content") or "", choice.get("finish_reason"),
                                int(out["usage"]["completion_tokens"]))
@@ -259,6 +262,7 @@ class LoadedModel:
                                      temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty):
             if turn.push(tok):
                 break
+        close_answer_sampler(self.llm)
         return turn.result()
 
     def answer_many(self, prompts: list[str], sampling: Sampling, stop: list[str] | None = None,
@@ -283,9 +287,13 @@ class LoadedModel:
         # a whole answer (a user's probe file may be long)
         for g in range(0, len(turns), MAX_TOGETHER):
             group = turns[g:g + MAX_TOGETHER]
-            decode_together(self.llm, self._slot._applied, [t.ids for t in group],
-                            [_sampler_chain(self.llm, sampling, sampling.seed + g + i) for i in range(len(group))],
-                            sampling.max_tokens, lambda i, tok, group=group: group[i].push(tok))
+            samplers = [_sampler_chain(self.llm, sampling, sampling.seed + g + i) for i in range(len(group))]
+            try:
+                decode_together(self.llm, self._slot._applied, [t.ids for t in group], samplers,
+                                sampling.max_tokens, lambda i, tok, group=group: group[i].push(tok))
+            finally:
+                for s in samplers:  # native chains, freed now rather than at a full collection (worker.py)
+                    s.close()
         return [t.result() for t in turns]
 
 
