@@ -271,7 +271,7 @@ def run_gains(home: Path) -> None:
     write_merged("prompt_gain_models", {
         "what": "prompt gain of each model of the `nights` run on night 3's eval split (11 conversations), scored "
                 "directly; pairs as the gate would compare them (against the live model at gate_prompt_gain_ratio, "
-                "against the base, for a first model, at gate_prompt_gain_base_ratio)",
+                "against the base at gate_prompt_gain_base_ratio: the first model's only bar, a floor every night)",
         "mean_gain": {k: float(np.mean(v)) for k, v in gains.items()}, "per_conversation": gains,
         "compared": compared,
         "power_simulated": {"what": "a candidate at fraction x of night 3's gains + N(0, sd) per conversation, "

@@ -17,8 +17,9 @@ set -x
 # Made with make_device_bundle.py (device_packages.txt extended by the first bundle's package names) for
 # "presidio-analyzer==2.2.366" "detect-secrets==1.5.0" "phonenumbers>=8.13" "tldextract>=5", then in the
 # unpacked site: strip --strip-unneeded on every .so; delete *.pyx *.pxd *.c *.cpp *.h and phonenumbers/
-# {geodata,carrierdata,tzdata}; tar cJf .device/site2.tar.xz .
-[ -f .device/site2.tar.xz ] && tar xJf .device/site2.tar.xz -C /tmp/site
+# {geodata,carrierdata,tzdata}; tar cJf .device/site2.tar.xz . Unpacked into a folder of its own and put on the
+# path only where curation runs (night0's back-translation): /tmp/site outlives a call on a warm machine, and
+# the timed nightlies should import from the path they had before this bundle existed.
 export PYTHONPATH=/tmp/llama:$PWD:$PYTHONPATH
 M=/dev/shm/llama8b W=/dev/shm/nightly
 mkdir -p "$W"
@@ -38,7 +39,8 @@ night0)  # right after setup (the machine stays warm ~30 s): its export builds t
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -5 "$OUT/night0.log"
   # back-translated user turns on the GPU path (issue 12), generating with the base GGUF night 0 built
-  python3 -m bench.gpu.backtranslate_gpu "$(ls "$W"/home/base_models/gguf/*/base-*.gguf | head -1)" \
+  mkdir -p /tmp/site2 && tar xJf .device/site2.tar.xz -C /tmp/site2
+  PYTHONPATH=/tmp/site2:$PYTHONPATH python3 -m bench.gpu.backtranslate_gpu "$(ls "$W"/home/base_models/gguf/*/base-*.gguf | head -1)" \
     2> "$OUT/backtranslate.log" | tee -a "$OUT/nightly_runs.jsonl"; tail -3 "$OUT/backtranslate.log" ;;
 nights)  # timed nightlies against a server on the base GGUF, each on a later night's data: this tree on
   # nights 1 and 3; on night 2 the code before this round's changes (BEFORE: that commit's tree, carried in
