@@ -208,9 +208,12 @@ def make_lora_gguf(base_gguf: Path, out: Path, *, seed: int = 0, rank: int = 4, 
 # ---- a tiny Gemma 3 (test_chat_template, test_evaluation) ---------------------------------------------------
 
 
-def make_gemma_tokenizer(out: Path, turn_tokens: bool = True) -> Path:
-    """A real SentencePiece tokenizer shaped like Gemma's: <start_of_turn>/<end_of_turn> as control pieces
-    (llama.cpp's converter takes token types from tokenizer.model) and no dummy prefix space."""
+def make_gemma_tokenizer(out: Path, turn_tokens: bool = True,
+                         control: tuple[str, ...] = ("<start_of_turn>", "<end_of_turn>"), dummy_prefix: bool = False
+                         ) -> Path:
+    """A real SentencePiece tokenizer shaped like Gemma's: <start_of_turn>/<end_of_turn> (or ``control``) as
+    control pieces (llama.cpp's converter takes token types from tokenizer.model) and no dummy prefix space
+    (``dummy_prefix``: one, as llama.cpp's Llama vocabulary expects)."""
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
@@ -220,8 +223,8 @@ def make_gemma_tokenizer(out: Path, turn_tokens: bool = True) -> Path:
     spm.SentencePieceTrainer.train(
         input=str(corpus), model_prefix=str(out / "tokenizer"), vocab_size=400, model_type="bpe", bos_id=1, eos_id=2,
         pad_id=0, unk_id=3, byte_fallback=True, bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>",
-        unk_piece="<unk>", minloglevel=2, add_dummy_prefix=False,
-        control_symbols=["<start_of_turn>", "<end_of_turn>"] if turn_tokens else [])
+        unk_piece="<unk>", minloglevel=2, add_dummy_prefix=dummy_prefix,
+        control_symbols=list(control) if turn_tokens else [])
     corpus.unlink()
     (out / "tokenizer.vocab").unlink()
     (out / "tokenizer_config.json").write_text(json.dumps({
@@ -246,6 +249,40 @@ def make_tiny_gemma(out: Path, seed: int = 0, turn_tokens: bool = True) -> Path:
                            max_position_embeddings=1024, layer_types=["sliding_attention", "sliding_attention"])
     torch.manual_seed(seed)
     Gemma3ForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+LLAMA3_TURN_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
+def make_tiny_llama3_base(out: Path, seed: int = 0) -> Path:
+    """Shaped like the GPU default's base (Llama 3.1 8B, not instruct): an untied Llama whose vocabulary has
+    Llama 3's turn tokens, which ships the instruct template as its own but never trained those tokens: their
+    embedding and output rows are zero (unsloth issues #915, #929)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from forge_pipeline.training.chat_template import LLAMA3_CHAT_TEMPLATE
+
+    make_gemma_tokenizer(out, control=LLAMA3_TURN_TOKENS, dummy_prefix=True)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    tok.chat_template = LLAMA3_CHAT_TEMPLATE
+    tok.save_pretrained(str(out))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        # trained embeddings share a common direction (anisotropy), so their mean is no zero row; and the base
+        # predicts EOS with a logit of its own: both make a missing seed visible in the served model's outputs
+        model.get_input_embeddings().weight += 0.05 * torch.randn(cfg.hidden_size)
+        model.get_output_embeddings().weight[cfg.eos_token_id] *= 10
+        for t in LLAMA3_TURN_TOKENS:
+            row = tok.convert_tokens_to_ids(t)
+            model.get_input_embeddings().weight[row] = 0.0
+            model.get_output_embeddings().weight[row] = 0.0
+    model.to(torch.bfloat16).save_pretrained(out)  # as Llama 3.1 ships: bf16 rows, exact in f16 and in fp32
     return out
 
 

@@ -1,11 +1,18 @@
-"""Untrained turn tokens get a trained token's row (turn_tokens.py), checked with numpy cosines computed here."""
+"""Untrained turn tokens get trained rows (training/turn_tokens.py), the same in training, in every GGUF forge
+converts (export/turn_rows.py) and in every reload of the base: checked with numpy cosines and means computed
+here, the GGUF read back with the gguf library, and the served model compared with the trained one."""
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from forge_pipeline.training.chat_template import GEMMA_CHAT_TEMPLATE
-from forge_pipeline.training.turn_tokens import seed_untrained_turn_tokens
-from forge_pipeline_tests.helpers import make_tiny_gemma
+from forge_pipeline.training.turn_tokens import seed_turn_rows
+from forge_pipeline_tests.helpers import LLAMA3_TURN_TOKENS, make_tiny_gemma, make_tiny_llama3_base
 
 
 def neighbours(weight: np.ndarray, row: int, cosine: float = 0.99) -> int:
@@ -22,6 +29,27 @@ def untrained_cluster(model, rows: list[int]) -> None:
             w[r] = centre + 0.001 * torch.randn(w.shape[1])
 
 
+def bf16_mean_of_nonzero_rows(w: np.ndarray) -> np.ndarray:
+    """The seed for a read-only turn token, computed here: the mean of the rows that are not zero, in float64,
+    rounded to bfloat16 by truncating to the upper 16 bits with round-to-nearest-even."""
+    keep = np.linalg.norm(w, axis=1) > 0
+    mean = w[keep].astype(np.float64).mean(0).astype(np.float32)
+    bits = mean.view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def gguf_rows(path: Path) -> dict[str, np.ndarray]:
+    from gguf import GGUFReader
+
+    return {t.name: np.array(t.data, dtype=np.float32) for t in GGUFReader(str(path)).tensors
+            if t.name in ("token_embd.weight", "output.weight")}
+
+
+def dir_digest(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(d).iterdir()) if p.is_file()}
+
+
 def test_untrained_end_of_turn_gets_eos_row_and_nothing_else_moves(tmp_path):
     base = make_tiny_gemma(tmp_path / "gemma")
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
@@ -31,7 +59,7 @@ def test_untrained_end_of_turn_gets_eos_row_and_nothing_else_moves(tmp_path):
     before = model.get_input_embeddings().weight.detach().numpy().copy()
     assert neighbours(before, eot) >= 100  # the defect: end of turn indistinguishable from 100 unused rows
 
-    seeded = seed_untrained_turn_tokens(model, tok)
+    seeded = seed_turn_rows(model, tok)
 
     after = model.get_input_embeddings().weight.detach().numpy()
     assert seeded == {"<end_of_turn>": tok.eos_token}
@@ -43,56 +71,94 @@ def test_untrained_end_of_turn_gets_eos_row_and_nothing_else_moves(tmp_path):
     assert np.array_equal(model.get_output_embeddings().weight.detach().numpy()[eot], before[eos])
 
 
-def test_trained_turn_tokens_and_own_templates_are_left_alone(tmp_path):
+def test_trained_turn_tokens_are_left_alone_and_an_own_template_is_seeded_too(tmp_path):
     base = make_tiny_gemma(tmp_path / "gemma")
     model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
     before = model.get_input_embeddings().weight.detach().numpy().copy()
-    assert seed_untrained_turn_tokens(model, tok) == {}  # random rows: every token is distinct
+    assert seed_turn_rows(model, tok) == {}  # random rows: every token is distinct
+    assert np.array_equal(model.get_input_embeddings().weight.detach().numpy(), before)
 
     eot = tok.convert_tokens_to_ids("<end_of_turn>")
     untrained_cluster(model, [eot] + list(range(200, 300)))
-    clustered = model.get_input_embeddings().weight.detach().numpy().copy()
-    tok.chat_template = GEMMA_CHAT_TEMPLATE  # an instruct base ships its own template: not ours to change
-    assert seed_untrained_turn_tokens(model, tok) == {}
-    assert np.array_equal(model.get_input_embeddings().weight.detach().numpy(), clustered)
-    assert not np.array_equal(clustered, before)
+    tok.chat_template = GEMMA_CHAT_TEMPLATE + "{# the base's own #}"  # a base that ships its own template
+    assert seed_turn_rows(model, tok) == {"<end_of_turn>": tok.eos_token}
+    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    untrained_cluster(model, [eot] + list(range(200, 300)))
+    assert seed_turn_rows(model, tok) == {}  # a plain-text template has no turn token to seed
 
 
-def test_training_on_a_local_base_with_an_untrained_end_of_turn_says_so(curated, tmp_path):
-    """A local or hub base is the user's and never rewritten: training goes on, and its log says why the
-    answers will not end (and a base forge converts itself gets the seeding instead)."""
+def test_llama3_style_base_zero_rows_are_seeded_in_memory_and_in_its_gguf_alike(tmp_path):
+    """The GPU default's case: own template, untied output layer, chat tokens at zero. In memory, <|eot_id|>
+    takes EOS's input and output rows and the header tokens the (bf16) mean of the trained rows; the GGUF
+    converted from the untouched folder holds the same rows in f16; the user's folder is not rewritten."""
+    from forge_pipeline.export.gguf import convert_to_gguf
+
+    base = make_tiny_llama3_base(tmp_path / "llama3")
+    on_disk = dir_digest(base)
+    model, tok = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), AutoTokenizer.from_pretrained(base)
+    emb0 = model.get_input_embeddings().weight.detach().numpy().copy()
+    out0 = model.get_output_embeddings().weight.detach().numpy().copy()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in LLAMA3_TURN_TOKENS}
+    eot, eos = ids["<|eot_id|>"], tok.eos_token_id
+
+    seeded = seed_turn_rows(model, tok)
+
+    assert seeded == {"<|eot_id|>": tok.eos_token, "<|start_header_id|>": "mean of trained rows",
+                      "<|end_header_id|>": "mean of trained rows"}
+    emb, out = model.get_input_embeddings().weight.detach().numpy(), model.get_output_embeddings().weight.detach().numpy()
+    assert np.array_equal(emb[eot], emb0[eos]) and np.array_equal(out[eot], out0[eos])
+    for t in ("<|start_header_id|>", "<|end_header_id|>"):
+        assert np.array_equal(emb[ids[t]], bf16_mean_of_nonzero_rows(emb0))
+        assert np.array_equal(out[ids[t]], bf16_mean_of_nonzero_rows(out0))
+    untouched = [r for r in range(len(emb0)) if r not in ids.values()]
+    assert np.array_equal(emb[untouched], emb0[untouched]) and np.array_equal(out[untouched], out0[untouched])
+    assert seed_turn_rows(model, tok) == {}  # idempotent: seeded rows are trained ones now
+
+    rows = gguf_rows(convert_to_gguf(base, tmp_path / "base-f16.gguf", "f16"))
+    assert dir_digest(base) == on_disk
+    assert np.array_equal(rows["token_embd.weight"], emb.astype(np.float16).astype(np.float32))
+    assert np.array_equal(rows["output.weight"], out.astype(np.float16).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_training_on_a_llama3_style_base_serves_what_it_trained(curated, tmp_path):
+    """End to end on the CPU: training seeds in memory and says so; the adapter exported onto the base GGUF,
+    served by llama.cpp, matches the trained model (the trainer's own reference logits, and the Hugging Face
+    reference the evaluation falls back to); in the served base, <|eot_id|> scores as EOS everywhere."""
+    from forge_pipeline.evaluation.evaluate import evaluate_models
+    from forge_pipeline.evaluation.served import LoadedModel, Sampling, ServedModel
+    from forge_pipeline.export.pipeline import export_model
     from forge_pipeline.training.trainer import run_training
     from forge_pipeline_tests.helpers import tiny_cfg
 
-    logs = {}
-    for name, clustered in (("plain", False), ("clustered", True)):
-        base = make_tiny_gemma(tmp_path / name)
-        if clustered:
-            model = AutoModelForCausalLM.from_pretrained(base)
-            eot = AutoTokenizer.from_pretrained(base).convert_tokens_to_ids("<end_of_turn>")
-            untrained_cluster(model, [eot] + list(range(200, 300)))
-            model.save_pretrained(base)
-        logs[name] = []
-        run_training(curated.curated_path, tmp_path / f"out-{name}", tiny_cfg(base, max_steps=1, eval_steps=100),
-                     home=curated.home_dir, log=logs[name].append)
-    said = [m for m in logs["clustered"] if "<end_of_turn> has never been trained" in m]
-    assert said and said[0].startswith("warning:"), logs["clustered"]
-    assert not any("never been trained" in m for m in logs["plain"])
+    base = make_tiny_llama3_base(tmp_path / "llama3")
+    logs: list[str] = []
+    report = run_training(curated.curated_path, tmp_path / "out", tiny_cfg(base, max_steps=2, eval_steps=100),
+                          eval_path=curated.eval_path, home=curated.home_dir, log=logs.append)
+    said = [m for m in logs if "start from trained rows" in m]
+    assert said and "<|eot_id|> from </s>" in said[0], logs
+    adapter = Path(report.final_dir)
+    manifest = json.loads((adapter / "manifest.json").read_text())
+    assert manifest["base_model"]["seeded_turn_tokens"]["<|eot_id|>"] == "</s>"
 
+    exported = export_model(adapter, curated.home_dir / "models", quant="f16", validate=False, log=lambda m: None)
+    served = ServedModel(Path(exported.base_gguf), Path(exported.gguf_path))
+    kw = dict(adapter_dir=adapter, eval_path=curated.eval_path, probes=["What did I learn?"], max_examples=6,
+              sampling=Sampling(temperature=0.0, max_tokens=8), log=lambda m: None)
+    trainer_ref = evaluate_models(served, ServedModel(Path(exported.base_gguf)), **kw)
+    assert trainer_ref.fidelity.reference.startswith("trainer") and trainer_ref.round_trip.ok
+    # measured: 5e-10 and 9e-10 (top-1 agreement 1.0) seeded alike; a GGUF left unseeded 5.7e-6 against the
+    # trainer's top-256 reference and 4.1e-4 against the Hugging Face one, top-1 agreement 0.975 for both
+    assert trainer_ref.fidelity.kld_mean < 1e-7 and trainer_ref.fidelity.top1_agreement == 1.0, trainer_ref.fidelity
+    (adapter / "reference_logits.npz").unlink()
+    hf_ref = evaluate_models(served, ServedModel(Path(exported.base_gguf)), **kw)
+    assert hf_ref.fidelity.reference == "hf", hf_ref.fidelity
+    assert hf_ref.fidelity.kld_mean < 1e-7 and hf_ref.fidelity.top1_agreement == 1.0, hf_ref.fidelity
 
-def test_an_all_zero_turn_row_is_untrained_and_an_own_templates_end_of_turn_is_checked(tmp_path):
-    """Llama 3's base leaves its chat tokens at zero (no cosine neighbours to count), and ships the instruct
-    template as its own: the end-of-turn token of whatever template training uses is the one checked."""
-    from forge_pipeline.training.turn_tokens import is_untrained, untrained_end_of_turn
-
-    base = make_tiny_gemma(tmp_path / "gemma")
-    model, tok = AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
-    eot = tok.convert_tokens_to_ids("<end_of_turn>")
-    embed = model.get_input_embeddings().weight
-    tok.chat_template = GEMMA_CHAT_TEMPLATE + "{# the base's own #}"  # not the family template verbatim
-    assert not is_untrained(embed, eot) and untrained_end_of_turn(model, tok) is None  # random rows: trained
-    with torch.no_grad():
-        embed[eot] = 0.0
-    assert is_untrained(embed, eot) and untrained_end_of_turn(model, tok) == "<end_of_turn>"
-    tok.chat_template = "{% for m in messages %}### {{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    assert untrained_end_of_turn(model, tok) is None  # a plain-text stop is not a token to train
+    tok = AutoTokenizer.from_pretrained(adapter)
+    eot, eos = tok.convert_tokens_to_ids("<|eot_id|>"), tok.eos_token_id
+    ids = tok.apply_chat_template([{"role": "user", "content": "I think the team learned"}],
+                                  add_generation_prompt=True, tokenize=True, return_dict=False)
+    with LoadedModel(ServedModel(Path(exported.base_gguf)), n_ctx=128) as m:
+        logits = m.logits(list(ids))
+    assert np.allclose(logits[:, eot], logits[:, eos], atol=1e-3)

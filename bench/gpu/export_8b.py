@@ -12,9 +12,15 @@ SIGSEGV in llama_model::print_info (vocab-only loads survive):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+# The GPU default's base (Llama 3.1 8B) has its own template with turn tokens it never trained; BENCH_TURN_TOKENS=0
+# gives the plain-text template of the runs before session 9 instead.
+LLAMA3_TURN_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+TURN_TOKENS = os.environ.get("BENCH_TURN_TOKENS", "1") == "1"
 
 
 def use_sentencepiece_tokenizer(model_dir: Path) -> None:
@@ -31,7 +37,8 @@ def use_sentencepiece_tokenizer(model_dir: Path) -> None:
     text.write_text("\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(2000)))
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(model_dir / "tokenizer"), vocab_size=360, minloglevel=2,
                                    model_type="bpe", bos_id=0, eos_id=1, pad_id=2, unk_id=3, byte_fallback=True,
-                                   bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>", unk_piece="<unk>")
+                                   bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>", unk_piece="<unk>",
+                                   control_symbols=list(LLAMA3_TURN_TOKENS) if TURN_TOKENS else [])
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.vocab"):
         (model_dir / name).unlink(missing_ok=True)
     (model_dir / "tokenizer_config.json").write_text(json.dumps({
@@ -40,7 +47,43 @@ def use_sentencepiece_tokenizer(model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     # convert once (slow with 128k pieces); every later load reads tokenizer.json
-    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(str(model_dir))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    if TURN_TOKENS:
+        from forge_pipeline.training.chat_template import LLAMA3_CHAT_TEMPLATE
+
+        tok.chat_template = LLAMA3_CHAT_TEMPLATE  # Llama 3.1's base ships the instruct template as its own
+    tok.save_pretrained(str(model_dir))
+
+
+def zero_turn_rows(model_dir: Path) -> dict:
+    """What Llama 3.1 8B's base has and a random model lacks: its chat tokens' embedding rows at zero (unsloth
+    issues #915/#929), and output rows that were never trained (zeroed here too). Written in place into the
+    safetensors files (header offsets, bf16 rows), so the GPU default's seeding (training/turn_tokens.py,
+    export/turn_rows.py) runs on the device as it would on the real base."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    if not TURN_TOKENS:
+        return {}
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    rows = [tok.convert_tokens_to_ids(t) for t in LLAMA3_TURN_TOKENS]
+    index = model_dir / "model.safetensors.index.json"
+    files = (json.loads(index.read_text())["weight_map"] if index.exists()
+             else {n: "model.safetensors" for n in ("model.embed_tokens.weight", "lm_head.weight")})
+    done = {}
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        path = model_dir / files[name]
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        meta = header[name]
+        assert meta["dtype"] == "BF16", meta
+        a, b = meta["data_offsets"]
+        w = np.memmap(path, dtype=np.uint16, mode="r+", offset=8 + n + a, shape=tuple(meta["shape"]))
+        w[rows] = 0
+        w.flush()
+        done[name] = rows
+    return done
 
 
 def main() -> None:

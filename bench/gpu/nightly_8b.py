@@ -35,7 +35,7 @@ def _import_unsloth() -> None:
 
 
 def prepare(model_dir: Path, work: Path) -> dict:
-    from bench.gpu.export_8b import use_sentencepiece_tokenizer
+    from bench.gpu.export_8b import use_sentencepiece_tokenizer, zero_turn_rows
     from bench.gpu.train_shape import make_data
 
     t = time.time()
@@ -43,6 +43,7 @@ def prepare(model_dir: Path, work: Path) -> dict:
         bare = Path(os.environ.get("FORGE_BARE_BENCH", ".device/bare_unsloth_bench.py"))
         subprocess.run([sys.executable, str(bare), "make", str(model_dir)], check=True)
     use_sentencepiece_tokenizer(model_dir)
+    zeroed = zero_turn_rows(model_dir)
     work.mkdir(parents=True, exist_ok=True)
     # nights 0-3: the timed nightlies find their data made (it was made inside the timed process before)
     for seed in [int(x) for x in os.environ.get("BENCH_PREPARE_SEEDS", "0 1 2 3").split()]:
@@ -53,7 +54,7 @@ def prepare(model_dir: Path, work: Path) -> dict:
     rows = (work / "eval.jsonl").read_text().splitlines()[5:]
     new = [r.replace('"id": "0000', '"id": "new0', 1) for r in (work / "eval-new.jsonl").read_text().splitlines()]
     (work / "eval-1.jsonl").write_text("\n".join(rows + new) + "\n")
-    return {"stage": "prepare", "s": round(time.time() - t, 1)}
+    return {"stage": "prepare", "s": round(time.time() - t, 1), "zeroed_turn_rows": zeroed}
 
 
 def _eval_split(data_seed: int) -> str:
@@ -125,7 +126,40 @@ def base(model_dir: Path, work: Path) -> dict:
     report, exp, data = _night(model_dir, work, data_seed=0, max_steps=2, stages=stages)
     ev, _ = _evaluate(report, exp, work, data, _eval_split(0), stages)
     return {"stage": "night0_builds_base_gguf", **stages, "base_gguf": exp.base_gguf,
-            "evaluation_timings": getattr(ev, "timings", None)}
+            "evaluation_timings": getattr(ev, "timings", None), "fidelity": _fidelity(ev),
+            "seeded_turn_tokens": _seeded(report), "base_gguf_turn_rows": _turn_rows(Path(exp.base_gguf))}
+
+
+def _fidelity(ev) -> dict:
+    f = ev.fidelity
+    return {"kld_mean": f.kld_mean, "kld_p99": f.kld_p99, "top1_agreement": f.top1_agreement,
+            "quantization": f.quantization, "reference": f.reference, "round_trip_ok": ev.round_trip.ok}
+
+
+def _seeded(report) -> dict:
+    return json.loads(Path(report.manifest_path).read_text())["base_model"].get("seeded_turn_tokens", {})
+
+
+def _turn_rows(gguf_path: Path) -> dict:
+    """In the quantized base GGUF, read back here: is <|eot_id|>'s row EOS's (same quantized bytes), and are the
+    header rows no longer zero? (export/turn_rows.py seeded the f16 file before quantizing.)"""
+    import numpy as np
+    from gguf import GGUFReader
+
+    from bench.gpu.export_8b import LLAMA3_TURN_TOKENS
+
+    r = GGUFReader(str(gguf_path))
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    eos = int(r.fields["tokenizer.ggml.eos_token_id"].contents())
+    ids = {t: tokens.index(t) for t in LLAMA3_TURN_TOKENS if t in tokens}
+    out = {"ids": ids, "eos": eos}
+    for t in r.tensors:
+        if t.name in ("token_embd.weight", "output.weight") and "<|eot_id|>" in ids:
+            d = np.asarray(t.data)
+            out[t.name] = {"type": t.tensor_type.name,
+                           "eot_row_equals_eos_row": bool(np.array_equal(d[ids["<|eot_id|>"]], d[eos])),
+                           "header_rows_nonzero": [bool(np.any(d[ids[h]] != 0)) for h in LLAMA3_TURN_TOKENS[:2]]}
+    return out
 
 
 def nightly(model_dir: Path, work: Path) -> dict:
@@ -154,7 +188,8 @@ def nightly(model_dir: Path, work: Path) -> dict:
             "tokens_seen": m.get("tokens_seen"), "steady_tokens_per_s": m.get("steady_tokens_per_s"),
             "batch_layout": m.get("batch_layout"), "batch_size_used": m.get("batch_size_used"),
             "gradient_accumulation_used": m.get("gradient_accumulation_used"), "peak_memory_gib": m.get("peak_memory_gib"),
-            "evaluation_timings": getattr(ev, "timings", None), "gate_deploy": decision.deploy,
+            "evaluation_timings": getattr(ev, "timings", None), "fidelity": _fidelity(ev),
+            "seeded_turn_tokens": _seeded(report), "gate_deploy": decision.deploy,
             "gate_reasons": decision.reasons,
             "swap_response": r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text[:300]}
 

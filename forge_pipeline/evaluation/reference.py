@@ -83,6 +83,9 @@ class ReferenceModel:
         base = AutoModelForCausalLM.from_pretrained(self.base_path(), dtype=dtype, device_map={"": self.device})
         if getattr(base, "is_quantized", False):
             base = base.dequantize().to(dtype)
+        from forge_pipeline.training.turn_tokens import seed_turn_rows
+
+        seed_turn_rows(base, self.tokenizer)  # the rows training had (a Llama 3 base's chat tokens are zero on disk)
         self.model = PeftModel.from_pretrained(base, str(self.adapter_dir)).eval()
 
     def logits(self, ids: list[int]) -> np.ndarray:

@@ -73,7 +73,9 @@ def base_gguf_for(adapter_dir: Path, settings, log: Callable[[str], None] = prin
     manifest = json.loads((Path(adapter_dir) / "manifest.json").read_text())
     base_path = manifest["base_model"]["path"]
     key = sha256_text(str(manifest["base_model"].get("fingerprint") or base_path))[:12]
-    out = settings.base_models_dir / f"eval-base-{key}-f16.gguf"
+    from forge_pipeline.training.turn_tokens import SEEDING_FORMAT
+
+    out = settings.base_models_dir / f"eval-base-{key}-t{SEEDING_FORMAT}-f16.gguf"  # seeded turn rows: convert_to_gguf
     if not out.exists():
         log(f"converting the base model once for evaluation: {out.name}")
         convert_to_gguf(Path(base_path), out, "f16")

@@ -8,7 +8,8 @@ the adapter (seconds).
 The tokenizer and chat template written into the base GGUF are the trained adapter's (the same files
 merge_only puts in a merged model), since serving formats prompts with the base GGUF's template: a
 different template (a new forge version choosing another one) gives a different cached file, keyed by the
-hash of those files.
+hash of those files. Its untrained turn rows are seeded as training seeded them (convert_to_gguf, through
+export/turn_rows.py); a file built under an older seeding rule (SEEDING_FORMAT) is rebuilt.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from forge_pipeline.export.gguf import QUANTIZATIONS, convert_to_gguf, quantize_gguf
 from forge_pipeline.export.merge import ExportError, load_base_16bit
 from forge_pipeline.files import atomic_write_json, sha256_file, sha256_text
+from forge_pipeline.training.turn_tokens import SEEDING_FORMAT
 
 # Tokenizer files that decide how prompts are tokenized and formatted; taken from the adapter folder.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -86,7 +88,7 @@ def cached_base_gguf(base_models_dir: Path, base_fingerprint: str, quant: str, t
     # size + mtime instead of re-hashing gigabytes each night; a replaced file differs in one of them
     st = path.stat()
     if info.get("size") != st.st_size or info.get("mtime_ns") != st.st_mtime_ns \
-            or info.get("base_fingerprint") != base_fingerprint:
+            or info.get("base_fingerprint") != base_fingerprint or info.get("turn_rows") != SEEDING_FORMAT:
         return None
     return BaseGGUF(path, info["sha256"], quant, base_fingerprint, round(st.st_size / 2**20, 2), "cached")
 
@@ -125,7 +127,7 @@ def ensure_base_gguf(adapter_dir: Path, base_path: str, base_fingerprint: str, b
     digest = sha256_file(path)
     atomic_write_json(path.with_suffix(INFO_SUFFIX), {
         "sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "base_fingerprint": base_fingerprint,
-        "quantization": quant, "tokenizer_digest": tok, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        "quantization": quant, "tokenizer_digest": tok, "turn_rows": SEEDING_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return BaseGGUF(path, digest, quant, base_fingerprint, round(st.st_size / 2**20, 2), "built",
                     round(time.time() - t0, 2))
 

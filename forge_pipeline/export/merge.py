@@ -35,9 +35,11 @@ def _keep_sentencepiece_model(base_dir: Path, merged_dir: Path) -> None:
         shutil.copy2(source, merged_dir / "tokenizer.model")
 
 
-def _load_base(base_path: str, dtype: str = "bfloat16"):
+def _load_base(base_path: str, dtype: str = "bfloat16", tokenizer_dir: Path | None = None):
     """The base model in 16-bit; a bitsandbytes 4-bit base (e.g. unsloth/...-bnb-4bit) is dequantized, so a
-    LoRA delta is added to 16-bit weights, never rounded into 4-bit ones."""
+    LoRA delta is added to 16-bit weights, never rounded into 4-bit ones. With ``tokenizer_dir`` (an adapter's
+    folder), its untrained turn rows are seeded as training seeded them (training/turn_tokens.py), so a merge
+    or a reference built on it is the model that was trained."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -49,6 +51,12 @@ def _load_base(base_path: str, dtype: str = "bfloat16"):
         base = base.to(torch_dtype)
         if hasattr(base.config, "quantization_config"):
             del base.config.quantization_config
+    if tokenizer_dir is not None:
+        from transformers import AutoTokenizer
+
+        from forge_pipeline.training.turn_tokens import seed_turn_rows
+
+        seed_turn_rows(base, AutoTokenizer.from_pretrained(str(tokenizer_dir)))
     return base
 
 
@@ -77,7 +85,7 @@ def merge_only(checkpoint_path, output_path, base_model_path: str | None = None,
     if not (checkpoint_path / "adapter_config.json").exists():
         raise ExportError(f"{checkpoint_path}: not a LoRA adapter (no adapter_config.json); train first")
     base_path = base_model_path or adapter_base_path(checkpoint_path)
-    base = _load_base(base_path, dtype)
+    base = _load_base(base_path, dtype, tokenizer_dir=checkpoint_path)
     merged = PeftModel.from_pretrained(base, str(checkpoint_path)).merge_and_unload()
     merged = merged.to(base.dtype)
     tmp = output_path.with_name(output_path.name + ".tmp")

@@ -107,7 +107,7 @@ def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]], adapter_di
 
     from forge_pipeline.export.merge import _load_base
 
-    model = _load_base(str(model_dir), "float32")
+    model = _load_base(str(model_dir), "float32", tokenizer_dir=adapter_dir)
     if adapter_dir is not None:
         from peft import PeftModel
 

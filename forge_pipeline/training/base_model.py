@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forge_pipeline.files import atomic_write_json, sha256_file
-from forge_pipeline.training.turn_tokens import seed_untrained_turn_tokens
+from forge_pipeline.training.turn_tokens import seed_turn_rows
 
 GPU_DEFAULT_BASE = "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit"
 EMBEDDED_GEMMA = "embedded:gemma-3-270m"
@@ -123,7 +123,7 @@ def _write_sentencepiece_tokenizer(gguf_path: Path, out_dir: Path) -> bool:
 
 def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF into a plain HF directory (float32 weights, tokenizer, chat template), once, with
-    untrained turn tokens seeded from EOS/BOS (turn_tokens.py: otherwise a fine-tune cannot learn to end a turn).
+    untrained turn tokens seeded (turn_tokens.py: otherwise a fine-tune cannot learn to end a turn).
 
     transformers flags GGUF-loaded models as quantized and refuses to save them, so the weights are
     copied into a model built from the same config. The cache is keyed by the GGUF's sha256.
@@ -156,7 +156,7 @@ def gguf_to_hf_dir(gguf_path: Path, out_dir: Path) -> Path:
             tok.add_bos_token = True
         tok.save_pretrained(tmp)
     # in the base itself, so training, the served base GGUF, merges and evaluation all see the same rows
-    seeded = seed_untrained_turn_tokens(model, AutoTokenizer.from_pretrained(str(tmp)))
+    seeded = seed_turn_rows(model, AutoTokenizer.from_pretrained(str(tmp)))
     model.save_pretrained(tmp)
     atomic_write_json(tmp / "forge_source.json", {"gguf": str(gguf_path), "gguf_sha256": digest,
                                                   "format": CONVERSION_FORMAT, "seeded_turn_tokens": seeded})

@@ -49,6 +49,8 @@ class BaseModelRef(BaseModel):
     path: str  # stored form: relative to FORGE_HOME, absolute, or a hub id when source == "hub"
     source: str  # "embedded" | "gguf" | "local" | "hub"
     fingerprint: str
+    # untrained turn tokens training seeded in memory: {token: source} (training/turn_tokens.py)
+    seeded_turn_tokens: dict[str, str] = Field(default_factory=dict)
 
 
 class DataRef(BaseModel):

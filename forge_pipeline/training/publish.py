@@ -41,12 +41,13 @@ def plot_loss_curve(log_history: list[dict], path: Path) -> Path | None:
 
 def build_manifest(*, fingerprint: str, resumed: bool, base: ResolvedBase, backend: str, cuda: bool,
                    cfg: TrainingConfig, data: TrainingData, metrics: dict, log_history: list,
-                   home: Optional[Path] = None) -> AdapterManifest:
+                   home: Optional[Path] = None, seeded_turn_tokens: Optional[dict] = None) -> AdapterManifest:
     """Paths are stored relative to ``home`` (default: FORGE_HOME, where readers resolve them)."""
     base_path = base.path if base.source == "hub" else to_stored(base.path, home)
     return AdapterManifest(
         fingerprint=fingerprint, status="resumed" if resumed else "trained",
-        base_model=BaseModelRef(name=base.name, path=base_path, source=base.source, fingerprint=base.fingerprint),
+        base_model=BaseModelRef(name=base.name, path=base_path, source=base.source, fingerprint=base.fingerprint,
+                                seeded_turn_tokens=seeded_turn_tokens or {}),
         backend=backend, device="cuda" if cuda else "cpu", hyperparameters=cfg.model_dump(),
         data=DataRef(train_path=to_stored(data.train_path, home), train_sha256=data.train_sha256,
                      train_examples=len(data.train_rows),

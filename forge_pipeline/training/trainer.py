@@ -23,7 +23,7 @@ from forge_pipeline.training.errors import NonFiniteLossError, TrainingError
 from forge_pipeline.training.manifest import AdapterManifest
 from forge_pipeline.training.publish import build_manifest, plot_loss_curve, publish_adapter
 from forge_pipeline.training.session import choose_layout, fit, run_with_oom_backoff
-from forge_pipeline.training.turn_tokens import untrained_end_of_turn
+from forge_pipeline.training.turn_tokens import SEEDING_FORMAT, seed_turn_rows
 from forge_pipeline.training.types import LogFn, MetricsFn, TrainingReport
 
 __all__ = ["run_training", "train", "TrainingReport", "TrainingError", "NonFiniteLossError", "choose_backend",
@@ -37,7 +37,8 @@ def final_dir_for(output_dir: Path) -> Path:
 
 def fingerprint_of(cfg: TrainingConfig, base: ResolvedBase, data: TrainingData) -> str:
     return sha256_text(json.dumps({"cfg": cfg.fingerprint_fields(), "base": base.fingerprint,
-                                   "train": data.train_sha256, "eval": data.eval_sha256, "format": 1}, sort_keys=True))
+                                   "train": data.train_sha256, "eval": data.eval_sha256, "format": 1,
+                                   "turn_rows": SEEDING_FORMAT}, sort_keys=True))
 
 
 def cached_report(final_dir: Path, fingerprint: str) -> Optional[TrainingReport]:
@@ -74,10 +75,12 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
     t_load = time.time()
     loaded = load_model(backend, base, cfg, cuda)  # load
     load_s = round(time.time() - t_load, 2)
-    if base.source in ("local", "hub") and (token := untrained_end_of_turn(loaded.model, loaded.tokenizer)):
-        log(f"warning: the base's {token} has never been trained (its embedding is zero or sits among many "
-            f"unused ones), so the fine-tuned model will likely not end its answers; forge seeds it from EOS only "
-            f"in bases it converts itself, a GGUF without a chat template of its own (training/turn_tokens.py)")
+    # In memory only (a local or hub base is the user's); every GGUF and every reload of the base gets the same
+    # rows (export/turn_rows.py, export/merge.py, evaluation/reference.py), so what is served is what trained.
+    seeded = seed_turn_rows(loaded.model, loaded.tokenizer)
+    if seeded:
+        log("the base never trained its turn tokens (their rows are zero or sit among unused ones), so they start "
+            "from trained rows: " + ", ".join(f"{t} from {s}" for t, s in seeded.items()) + " (training/turn_tokens.py)")
     t_layout = time.time()
     layout = choose_layout(cfg, backend, loaded, data.train_rows, cuda)
     layout_s = round(time.time() - t_layout, 2)
@@ -89,7 +92,8 @@ def run_training(data_path: Path, output_dir: Path, cfg: TrainingConfig, *, eval
                  on_base_eval=lambda loss: update_run(output_dir, base_eval_loss=loss))
     metrics = {**result.metrics, "load_s": load_s, "layout_s": layout_s}
     manifest = build_manifest(fingerprint=fingerprint, resumed=resume_from is not None, base=base, backend=backend,
-                              cuda=cuda, cfg=cfg, data=data, metrics=metrics, log_history=result.log_history)
+                              cuda=cuda, cfg=cfg, data=data, metrics=metrics, log_history=result.log_history,
+                              seeded_turn_tokens=seeded)
     t_publish = time.time()
     publish_adapter(result.trainer, loaded.tokenizer, manifest, output_dir, final_dir)  # publish
     metrics["publish_s"] = round(time.time() - t_publish, 2)  # the report's: the manifest was sealed before

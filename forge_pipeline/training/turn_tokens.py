@@ -1,28 +1,39 @@
-"""Give a base's untrained turn tokens a trained token's embedding, so a LoRA fine-tune can learn to end a turn.
+"""Give a base's untrained turn tokens trained rows, so a LoRA fine-tune can learn to end a turn — the same
+rows wherever the base is used: in training (in memory), in every GGUF forge converts (export/turn_rows.py
+writes them into the f16 file before it is quantized), and wherever the base is loaded again (merge, the
+evaluation's fallback reference, the export's parity check). A user's base folder is never rewritten.
 
 A pretrained (not instruct) base has its family's turn tokens in the vocabulary but never saw them in
-training: their embedding rows stay where initialisation put them, among thousands of other unused rows.
-Measured on the embedded Gemma 3 270M: ``<end_of_turn>`` has 4,664 rows within cosine 0.99 of its own
-(``<pad>``, ``<unusedN>``, byte tokens...), ``<eos>``, ``<bos>`` and ``<start_of_turn>`` none. The output
-layer is tied to those rows, so whatever a fine-tune does to the hidden state raises thousands of logits
-together with the end-of-turn one, and sampling picks a neighbour: served answers ran to the token limit
-with ``slotBox``, ``spacePad``, ``MINUTE``, ``<unused1401>`` where the turn should have ended (0 of 8 probe
-answers ended; p(<end_of_turn>) where each eval answer ends 0.0004, rank 35).
+training: their embedding rows stay where initialisation put them. Measured on the embedded Gemma 3 270M:
+``<end_of_turn>`` has 4,664 rows within cosine 0.99 of its own (``<pad>``, ``<unusedN>``, byte tokens...),
+``<eos>``, ``<bos>`` and ``<start_of_turn>`` none. The output layer is tied to those rows, so whatever a
+fine-tune does to the hidden state raises thousands of logits together with the end-of-turn one, and sampling
+picks a neighbour: served answers ran to the token limit with ``slotBox``, ``spacePad``, ``MINUTE``,
+``<unused1401>`` where the turn should have ended (0 of 8 probe answers ended; p(<end_of_turn>) where each
+eval answer ends 0.0004, rank 35). Llama 3's base leaves its chat tokens (``<|eot_id|>``, the header tokens)
+at zero instead (unsloth issues #915 and #929, torchtune #2429), and ships the instruct template as its own.
 
-The fix copies the row of the base's own EOS into an untrained end-of-turn token (and BOS into an untrained
-start-of-turn): the base already predicts EOS where a text ends, so the fine-tune only has to learn that an
-answer ends there. Same data, same 48 steps: p(<end_of_turn>) 0.36 (top-1 at every answer end), 8 of 8 probe
+The end-of-turn token gets the rows (embedding, and output row when untied) of the base's own EOS: the base
+already predicts EOS where a text ends, so the fine-tune only has to learn that an answer ends there. Same
+data, same 48 steps on the embedded Gemma: p(<end_of_turn>) 0.36 (top-1 at every answer end), 8 of 8 probe
 answers ended, 26 tokens on average instead of 256, held-out eval loss 4.12 -> 3.83 (measured 2026-12-07 on
 the sample vault's curated set with serving's sampling, transformers + peft). llama.cpp stops at EOS too, so
 an answer that ends with the (now equal-scoring) EOS also ends cleanly.
 
-Unsloth's ``fix_untrained_tokens`` does the same job for bases whose unused rows are near zero (Llama 3); it
-uses the mean of trained rows, which for a tied output layer lies inside the other rows' convex hull and so
-can never be the most likely token — and Gemma's unused rows are not near zero, they are near each other.
+The template's other turn tokens (Llama 3's header tokens, a start-of-turn token) are only ever read, never
+meant to be written: they get the mean of the trained rows, as unsloth's ``fix_untrained_tokens`` gives
+every untrained token (and as it would do in memory only, on the unsloth path, at the start of training: rows
+seeded here are no longer untrained, so it leaves them, and the served file has what training had). The mean
+is rounded to bfloat16 on every side, so training (bf16 or fp32) and the f16 GGUF hold the same value. A mean
+is no end-of-turn row: for a tied or untied output layer it lies inside the trained rows' hull and can never
+be the most likely token, which is why the end of turn copies EOS instead.
 """
 from __future__ import annotations
 
-from forge_pipeline.training.chat_template import turn_format_for
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from forge_pipeline.training.chat_template import TURN_FORMATS
 
 # A row with this many other rows within NEAR_COSINE of it is one of the untrained cluster: the embedded
 # Gemma's <end_of_turn> has 4,664 and <pad> 5,836, while its trained rows (<eos>, <bos>, <start_of_turn>,
@@ -31,71 +42,113 @@ NEAR_COSINE = 0.99
 UNTRAINED_MIN_NEIGHBOURS = 64
 # A row this much shorter than the median row is zero for our purposes (a trained row is of the median's order).
 ZERO_ROW = 1e-4
+MEAN = "mean of trained rows"
+# Bump when the rows seeded here change: cached base GGUFs (export/base_gguf.py) and adapters trained on the
+# old rows are then rebuilt. 2: own templates seeded too (Llama 3's base), header/start tokens from the mean.
+SEEDING_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Seed:
+    token: str
+    row: int
+    source: str  # a token whose rows are copied, or MEAN
+
+
+class Rows:
+    """One weight matrix (vocab x hidden) as float32, its row norms computed once: an 8B's embedding is 2 GB
+    in float32, and every question below would otherwise copy it again."""
+
+    def __init__(self, weight):
+        import torch
+
+        self.w = torch.as_tensor(weight).detach().float()
+        self.norms = self.w.norm(dim=1)
+        self.median = float(self.norms.median())
+
+    def is_zero(self, row: int) -> bool:
+        return float(self.norms[row]) <= ZERO_ROW * self.median
+
+    def near(self, row: int, cosine: float = NEAR_COSINE) -> int:
+        """How many other rows lie within ``cosine`` of row ``row``."""
+        import torch
+
+        sims = (self.w @ self.w[row]) / (self.norms * self.norms[row]).clamp_min(torch.finfo(torch.float32).tiny)
+        return int((sims > cosine).sum()) - 1
+
+    def is_untrained(self, row: int) -> bool:
+        """Never moved by pretraining: one of a cluster of near-identical rows (Gemma's unused rows), or all
+        zeros (Llama 3's chat tokens), which no cosine can see."""
+        return self.is_zero(row) or self.near(row) >= UNTRAINED_MIN_NEIGHBOURS
+
+    def trained_mean(self):
+        """The mean of the rows that are not zero, summed in float64 and rounded to bfloat16 (then float32):
+        the same value from a bf16 model, an fp32 one and an f16 GGUF of either."""
+        import torch
+
+        keep = self.norms > ZERO_ROW * self.median
+        return (self.w[keep].sum(0, dtype=torch.float64) / int(keep.sum())).to(torch.bfloat16).float()
 
 
 def near_rows(weight, row: int, cosine: float = NEAR_COSINE) -> int:
     """How many other rows of ``weight`` (vocab x hidden) lie within ``cosine`` of row ``row``."""
-    import torch
-
-    w = weight.detach().float()
-    v = w[row]
-    sims = (w @ v) / (w.norm(dim=1) * v.norm()).clamp_min(torch.finfo(torch.float32).tiny)
-    return int((sims > cosine).sum()) - 1
+    return Rows(weight).near(row, cosine)
 
 
 def is_untrained(weight, row: int) -> bool:
-    """Never moved by pretraining: one of a cluster of near-identical rows (Gemma's unused rows), or all zeros
-    (Llama 3's base leaves its chat tokens at zero: unsloth issues #915 and #929, torchtune #2429), which no
-    cosine can see."""
-    w = weight.detach().float()  # once: near_rows' own .float() is then no copy (an 8B's rows: 2 GB in float32)
-    norms = w.norm(dim=1)
-    if float(norms[row]) <= ZERO_ROW * float(norms.median()):
-        return True
-    return near_rows(w, row) >= UNTRAINED_MIN_NEIGHBOURS
+    return Rows(weight).is_untrained(row)
 
 
-def seed_untrained_turn_tokens(model, tokenizer) -> dict[str, str]:
-    """Copy EOS's embedding (and output row, when untied) into an untrained end-of-turn token, BOS's into an
-    untrained start-of-turn token, for the turn format the chat template will use (chat_template.py).
+def template_turn_tokens(template: str | None) -> tuple[str, tuple[str, ...]] | None:
+    """(end-of-turn token, the template's other turn tokens) for a template in a known family's format."""
+    if not template:
+        return None
+    for fmt in TURN_FORMATS:
+        if fmt.turn_tokens[-1] in template or fmt.stops[0] in template:
+            stop = fmt.stops[0]
+            return stop, tuple(t for t in fmt.turn_tokens if t != stop and t in template)
+    return None
 
-    In place; returns {token: the token it was seeded from}, empty when the base has its own template, no
-    known turn tokens, or turn tokens that are trained already (instruct models)."""
+
+def plan_seeds(template: str | None, vocab: Mapping[str, int], eos_token: str | None,
+               untrained: Callable[[int], bool]) -> list[Seed]:
+    """Which rows to seed, from what: the one rule every side applies (training, GGUF, reloads). ``template``
+    is the one training uses; None (a base without one) means its family's, as chat_template.py chooses."""
+    if not (isinstance(template, str) and template.strip()):
+        template = next((f.template for f in TURN_FORMATS if all(t in vocab for t in f.turn_tokens)), None)
+    turn = template_turn_tokens(template)
+    if turn is None:
+        return []
+    stop, others = turn
+    seeds = []
+    if stop in vocab and eos_token in vocab and stop != eos_token and untrained(vocab[stop]) \
+            and not untrained(vocab[eos_token]):
+        seeds.append(Seed(stop, vocab[stop], eos_token))
+    seeds += [Seed(t, vocab[t], MEAN) for t in others if t in vocab and untrained(vocab[t])]
+    return seeds
+
+
+def seed_turn_rows(model, tokenizer) -> dict[str, str]:
+    """Seed ``model``'s untrained turn rows in place (input embedding, and the output layer when untied), for
+    the template ``tokenizer`` trains with. Returns {token: what it was seeded from}, empty when nothing was
+    untrained (an instruct base, or a base forge converted and seeded already)."""
     import torch
 
-    own = getattr(tokenizer, "chat_template", None)
-    fmt = None if isinstance(own, str) and own.strip() else turn_format_for(tokenizer)
-    if fmt is None:
-        return {}
-    sources = {fmt.stops[0]: tokenizer.eos_token, fmt.turn_tokens[0]: tokenizer.bos_token}
-    vocab = tokenizer.get_vocab()
     embed = model.get_input_embeddings().weight
     out = model.get_output_embeddings()
     untied = out is not None and out.weight.data_ptr() != embed.data_ptr()
-    seeded = {}
+    rows_in = Rows(embed)
+    rows_out = Rows(out.weight) if untied else None
+
+    def untrained(row: int) -> bool:
+        return rows_in.is_untrained(row) or (rows_out is not None and rows_out.is_zero(row))
+
+    seeds = plan_seeds(getattr(tokenizer, "chat_template", None), tokenizer.get_vocab(), tokenizer.eos_token, untrained)
     with torch.no_grad():
-        for token, source in sources.items():
-            if token not in vocab or source not in vocab or not is_untrained(embed, vocab[token]):
-                continue
-            embed[vocab[token]] = embed[vocab[source]]
-            if untied:
-                out.weight[vocab[token]] = out.weight[vocab[source]]
-            seeded[token] = source
-    return seeded
-
-
-def untrained_end_of_turn(model, tokenizer) -> str | None:
-    """The end-of-turn token of the template ``tokenizer`` trains with (the base's own, or the family template
-    chat_template.prepare_tokenizer gave it), when its row is untrained: for a base forge does not convert
-    itself (a local or hub directory is the user's, never rewritten), training goes on and says so, since the
-    answers will likely not end. A base's own template counts too: Llama 3.1's base ships the instruct
-    template, whose <|eot_id|> the base never trained."""
-    from forge_pipeline.training.chat_template import stop_sequences
-
-    template = getattr(tokenizer, "chat_template", None)
-    if not isinstance(template, str) or not template.strip():
-        return None
-    token = stop_sequences(template)[0]
-    token_id = tokenizer.get_vocab().get(token)
-    if token_id is None:  # a plain-text stop such as "### User:", not a token of its own
-        return None
-    return token if is_untrained(model.get_input_embeddings().weight, token_id) else None
+        for s in seeds:
+            for weight, rows in ((embed, rows_in), (out.weight if untied else None, rows_out)):
+                if weight is None:
+                    continue
+                value = rows.trained_mean() if s.source == MEAN else rows.w[tokenizer.get_vocab()[s.source]]
+                weight[s.row] = value.to(weight.dtype).to(weight.device)
+    return {s.token: s.source for s in seeds}
