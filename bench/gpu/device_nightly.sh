@@ -7,6 +7,7 @@
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
 #   bash bench/gpu/device_nightly.sh together  # one timed nightly (night $NIGHT, default 1), then peer2, in one command
+#   bash bench/gpu/device_nightly.sh quants    # the newest adapter's fidelity on q8_0 and q4_k_m bases
 #   bash bench/gpu/device_nightly.sh trainonly  # training + adapter export only, after/before/after (no llama.cpp build)
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
@@ -80,6 +81,9 @@ together)  # issue 14 asks for the nightly measured in one command with the bare
   BENCH_DATA_SEED=${NIGHT:-1} python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
   cp "$OUT/nightly.log" "$OUT/nightly-${NIGHT:-1}.log"
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat2 ;;
+quants)  # issue 14's fidelity table on the H100: the newest adapter on a q8_0 base (built here once) and q4_k_m
+  python3 -m bench.gpu.nightly_8b quants "$M" "$W" 2> "$OUT/quants.log" | tee -a "$OUT/nightly_runs.jsonl"
+  tail -3 "$OUT/quants.log" ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
 peer2)

@@ -7,6 +7,7 @@ unsloth peer runs in the same command (bench/results/gpu_nightly_h100.json).
     python -m bench.gpu.nightly_8b run MODEL_DIR WORK OUT     # serving on the base, then the timed nightly process
     python -m bench.gpu.nightly_8b nightly MODEL_DIR WORK     # (the timed process itself; `run` starts it)
     python -m bench.gpu.nightly_8b validate MODEL_DIR WORK    # the export validation the nightly leaves out
+    python -m bench.gpu.nightly_8b quants MODEL_DIR WORK      # fidelity of the newest adapter on q8_0 and q4_k_m bases
 
 The nightly process is a fresh interpreter, so its imports (unsloth, transformers, trl: ~31-36 s measured on
 this card) count, as they do at 03:00. The data is 500 reflection-length examples (100-400 tokens) x 3
@@ -216,6 +217,35 @@ def validate(model_dir: Path, work: Path) -> dict:
             **{k: v.get(k) for k in ("loads", "has_chat_template", "parity_by", "load_error")}}
 
 
+def fidelity_by_quantization(model_dir: Path, work: Path) -> dict:
+    """Issue 14: the adapter applied to the quantized base, against the trained model, at each base
+    quantization (BENCH_QUANTS, default q8_0 q4_k_m): the newest adapter is exported onto a base of that type
+    (built once, as a person's first export at that type would), then evaluated on the nightly's eval split."""
+    t = time.time()
+    _import_unsloth()
+    from forge_pipeline.evaluation.evaluate import evaluate_models
+    from forge_pipeline.evaluation.served import ServedModel
+    from forge_pipeline.export.pipeline import export_model
+
+    home, final = work / "home", work / "home" / "training" / "final"
+    eval_path = Path(json.loads((final / "manifest.json").read_text())["data"]["eval_path"])  # its own split
+    eval_path = eval_path if eval_path.is_absolute() else home / eval_path
+    rows = {"stage": "fidelity_by_quantization", "imports_s": round(time.time() - t, 2), "eval_split": eval_path.name}
+    for quant in os.environ.get("BENCH_QUANTS", "q8_0 q4_k_m").split():
+        t = time.time()
+        exp = export_model(final, home / "models", quant=quant, validate=False, home=home,
+                           log=lambda m: print(m, file=sys.stderr))
+        export_s = round(time.time() - t, 2)
+        t = time.time()
+        base_gguf = Path(exp.base_gguf)
+        ev = evaluate_models(ServedModel(base_gguf, Path(exp.gguf_path)), ServedModel(base_gguf, None), adapter_dir=final,
+                             eval_path=eval_path, max_examples=50, log=lambda m: print(m, file=sys.stderr))
+        rows[quant] = {"export_s": export_s, "export_status": exp.status, "evaluation_s": round(time.time() - t, 2),
+                       "base_size_mb": round(base_gguf.stat().st_size / 2**20, 1), "fidelity": _fidelity(ev),
+                       "eval_loss": ev.candidate.eval_loss, "base_eval_loss": ev.base.eval_loss}
+    return rows
+
+
 def run(model_dir: Path, work: Path, out: Path) -> None:
     import httpx
 
@@ -265,7 +295,8 @@ def main() -> None:
     if mode == "run":
         run(model_dir, work, Path(sys.argv[4]))
         return
-    row = {"prepare": prepare, "base": base, "nightly": nightly, "validate": validate}[mode](model_dir, work)
+    row = {"prepare": prepare, "base": base, "nightly": nightly, "validate": validate,
+           "quants": fidelity_by_quantization}[mode](model_dir, work)
     print(json.dumps(row), flush=True)
 
 
