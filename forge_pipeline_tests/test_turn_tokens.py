@@ -162,3 +162,23 @@ def test_training_on_a_llama3_style_base_serves_what_it_trained(curated, tmp_pat
     with LoadedModel(ServedModel(Path(exported.base_gguf)), n_ctx=128) as m:
         logits = m.logits(list(ids))
     assert np.allclose(logits[:, eot], logits[:, eos], atol=1e-3)
+
+
+def test_a_merge_holds_the_trained_rows_and_its_gguf_needs_no_second_seeding(tmp_path):
+    """The merged export (merge_only, for Ollama and LM Studio) starts from the seeded base, as training did."""
+    from forge_pipeline.export.gguf import convert_to_gguf
+    from forge_pipeline.export.merge import merge_only
+    from forge_pipeline.export.turn_rows import seed_gguf_turn_rows
+    from forge_pipeline_tests.helpers import random_lora_adapter
+
+    base = make_tiny_llama3_base(tmp_path / "llama3")
+    model, tok = random_lora_adapter(base, tmp_path / "adapter")
+    seed_turn_rows(model, tok)  # as training seeds the model it holds
+    trained = model.get_input_embeddings().weight.detach().numpy().copy()
+    trained_out = model.get_output_embeddings().weight.detach().numpy().copy()
+
+    merged = AutoModelForCausalLM.from_pretrained(merge_only(tmp_path / "adapter", tmp_path / "merged", dtype="float32"))
+    assert np.array_equal(merged.get_input_embeddings().weight.detach().numpy(), trained)
+    assert np.array_equal(merged.get_output_embeddings().weight.detach().numpy(), trained_out)
+    gguf = convert_to_gguf(tmp_path / "merged", tmp_path / "merged.gguf", "f16")
+    assert seed_gguf_turn_rows(gguf) == {}  # nothing left untrained

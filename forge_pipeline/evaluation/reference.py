@@ -51,15 +51,12 @@ class ReferenceModel:
     """Loads lazily: the tokenizer is cheap and needed first; the weights only for the fidelity pass."""
 
     def __init__(self, adapter_dir: Path):
-        from transformers import AutoTokenizer
+        from forge_pipeline.training.publish import load_adapter_tokenizer
 
         self.adapter_dir = Path(adapter_dir)
         if not (self.adapter_dir / "adapter_config.json").exists():
             raise FileNotFoundError(f"{self.adapter_dir}: no trained adapter (adapter_config.json) to evaluate")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.adapter_dir))
-        template = self.adapter_dir / "chat_template.jinja"
-        if not self.tokenizer.chat_template and template.exists():
-            self.tokenizer.chat_template = template.read_text(encoding="utf-8")
+        self.tokenizer = load_adapter_tokenizer(self.adapter_dir)
         self.model = None
         self.device = "cpu"
 

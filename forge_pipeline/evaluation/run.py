@@ -79,6 +79,9 @@ def base_gguf_for(adapter_dir: Path, settings, log: Callable[[str], None] = prin
     if not out.exists():
         log(f"converting the base model once for evaluation: {out.name}")
         convert_to_gguf(Path(base_path), out, "f16")
+        for old in settings.base_models_dir.glob(f"eval-base-{key}-*f16.gguf"):  # an older seeding rule's (an 8B's: 16 GB)
+            if old != out:
+                old.unlink(missing_ok=True)
     return out
 
 

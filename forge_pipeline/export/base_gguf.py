@@ -9,7 +9,8 @@ The tokenizer and chat template written into the base GGUF are the trained adapt
 merge_only puts in a merged model), since serving formats prompts with the base GGUF's template: a
 different template (a new forge version choosing another one) gives a different cached file, keyed by the
 hash of those files. Its untrained turn rows are seeded as training seeded them (convert_to_gguf, through
-export/turn_rows.py); a file built under an older seeding rule (SEEDING_FORMAT) is rebuilt.
+export/turn_rows.py); a file built under an older seeding rule (SEEDING_FORMAT) is not reused: the new one
+has another name, and the old one is pruned with the versions that used it (retention.py).
 """
 from __future__ import annotations
 
@@ -75,9 +76,15 @@ def _shadow_dir(base_dir: Path, adapter_dir: Path, out: Path) -> Path:
     return out
 
 
+def base_file_name(quant: str, tok_digest: str) -> str:
+    """A file built under another seeding rule gets another name, never the same path: adapters exported onto
+    the old file record its sha256 (forge.base_gguf_sha256), and serving would refuse them on a replaced one."""
+    return f"base-{quant}-{tok_digest[:8]}-t{SEEDING_FORMAT}.gguf"
+
+
 def cached_base_gguf(base_models_dir: Path, base_fingerprint: str, quant: str, tok_digest: str) -> BaseGGUF | None:
     folder = cache_dir_for(base_models_dir, base_fingerprint)
-    path = folder / f"base-{quant}-{tok_digest[:8]}.gguf"
+    path = folder / base_file_name(quant, tok_digest)
     info_path = path.with_suffix(INFO_SUFFIX)
     if not path.is_file() or not info_path.is_file():
         return None
@@ -88,7 +95,7 @@ def cached_base_gguf(base_models_dir: Path, base_fingerprint: str, quant: str, t
     # size + mtime instead of re-hashing gigabytes each night; a replaced file differs in one of them
     st = path.stat()
     if info.get("size") != st.st_size or info.get("mtime_ns") != st.st_mtime_ns \
-            or info.get("base_fingerprint") != base_fingerprint or info.get("turn_rows") != SEEDING_FORMAT:
+            or info.get("base_fingerprint") != base_fingerprint:
         return None
     return BaseGGUF(path, info["sha256"], quant, base_fingerprint, round(st.st_size / 2**20, 2), "cached")
 
@@ -105,7 +112,7 @@ def ensure_base_gguf(adapter_dir: Path, base_path: str, base_fingerprint: str, b
         return hit
     t0 = time.time()
     folder = cache_dir_for(base_models_dir, base_fingerprint)
-    path = folder / f"base-{quant}-{tok[:8]}.gguf"
+    path = folder / base_file_name(quant, tok)
     work = folder / f".build-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     log(f"building the base GGUF once for {base_fingerprint[:60]} at {quant} (cached for later exports)")
@@ -127,7 +134,7 @@ def ensure_base_gguf(adapter_dir: Path, base_path: str, base_fingerprint: str, b
     digest = sha256_file(path)
     atomic_write_json(path.with_suffix(INFO_SUFFIX), {
         "sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "base_fingerprint": base_fingerprint,
-        "quantization": quant, "tokenizer_digest": tok, "turn_rows": SEEDING_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        "quantization": quant, "tokenizer_digest": tok, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return BaseGGUF(path, digest, quant, base_fingerprint, round(st.st_size / 2**20, 2), "built",
                     round(time.time() - t0, 2))
 

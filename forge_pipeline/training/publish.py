@@ -57,6 +57,18 @@ def build_manifest(*, fingerprint: str, resumed: bool, base: ResolvedBase, backe
         timings={k: metrics[k] for k in ("load_s", "train_s") if metrics.get(k) is not None})
 
 
+def load_adapter_tokenizer(adapter_dir: Path):
+    """The tokenizer an adapter folder was trained with, its chat template included (publish_adapter writes
+    it both in the tokenizer's config and as chat_template.jinja; the file is the fallback)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir))
+    template = Path(adapter_dir) / "chat_template.jinja"
+    if not tok.chat_template and template.exists():
+        tok.chat_template = template.read_text(encoding="utf-8")
+    return tok
+
+
 def publish_adapter(trainer, tokenizer, manifest: AdapterManifest, output_dir: Path, final_dir: Path) -> Path:
     tmp = output_dir / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -56,15 +56,27 @@ class Seed:
 
 
 class Rows:
-    """One weight matrix (vocab x hidden) as float32, its row norms computed once: an 8B's embedding is 2 GB
-    in float32, and every question below would otherwise copy it again."""
+    """Questions about one weight matrix (vocab x hidden, any float dtype, on its own device), answered in
+    chunks of rows: an 8B's embedding is 1 GB in bf16, 2 GB as one float32 copy and 4 GB in float64, and those
+    copies would sit beside the model on the GPU before training starts. Norms are computed once."""
+
+    CHUNK = 8192  # rows: 8192 x 4096 x 8 bytes = 256 MB of float64 at most
 
     def __init__(self, weight):
         import torch
 
-        self.w = torch.as_tensor(weight).detach().float()
-        self.norms = self.w.norm(dim=1)
+        self.w = torch.as_tensor(weight).detach()
+        self.norms = torch.cat([self._chunk(i).norm(dim=1) for i in range(0, len(self.w), self.CHUNK)])
         self.median = float(self.norms.median())
+        self._mean = None
+
+    def _chunk(self, i: int, dtype=None):
+        import torch
+
+        return self.w[i:i + self.CHUNK].to(dtype or torch.float32)
+
+    def row(self, i: int):
+        return self.w[i].float()
 
     def is_zero(self, row: int) -> bool:
         return float(self.norms[row]) <= ZERO_ROW * self.median
@@ -73,8 +85,10 @@ class Rows:
         """How many other rows lie within ``cosine`` of row ``row``."""
         import torch
 
-        sims = (self.w @ self.w[row]) / (self.norms * self.norms[row]).clamp_min(torch.finfo(torch.float32).tiny)
-        return int((sims > cosine).sum()) - 1
+        v, tiny = self.row(row), torch.finfo(torch.float32).tiny
+        n = sum(int(((self._chunk(i) @ v) / (self.norms[i:i + self.CHUNK] * self.norms[row]).clamp_min(tiny)
+                     > cosine).sum()) for i in range(0, len(self.w), self.CHUNK))
+        return n - 1
 
     def is_untrained(self, row: int) -> bool:
         """Never moved by pretraining: one of a cluster of near-identical rows (Gemma's unused rows), or all
@@ -83,11 +97,18 @@ class Rows:
 
     def trained_mean(self):
         """The mean of the rows that are not zero, summed in float64 and rounded to bfloat16 (then float32):
-        the same value from a bf16 model, an fp32 one and an f16 GGUF of either."""
+        the same value from a bf16 base loaded in bf16 or fp32 and from its f16 GGUF (bf16 values are exact in
+        both, down to f16's subnormals). A base stored in fp32 has rows its f16 GGUF rounds, so there the two
+        means may differ by one bfloat16 step in a component: far below what a q4_k_m base's own rounding
+        moves. Computed once (before any row is seeded, by the callers' order)."""
         import torch
 
-        keep = self.norms > ZERO_ROW * self.median
-        return (self.w[keep].sum(0, dtype=torch.float64) / int(keep.sum())).to(torch.bfloat16).float()
+        if self._mean is None:
+            keep = self.norms > ZERO_ROW * self.median
+            total = sum(self._chunk(i, torch.float64)[keep[i:i + self.CHUNK]].sum(0)
+                        for i in range(0, len(self.w), self.CHUNK))
+            self._mean = (total / int(keep.sum())).to(torch.bfloat16).float()
+        return self._mean
 
 
 def near_rows(weight, row: int, cosine: float = NEAR_COSINE) -> int:
@@ -143,12 +164,12 @@ def seed_turn_rows(model, tokenizer) -> dict[str, str]:
     def untrained(row: int) -> bool:
         return rows_in.is_untrained(row) or (rows_out is not None and rows_out.is_zero(row))
 
-    seeds = plan_seeds(getattr(tokenizer, "chat_template", None), tokenizer.get_vocab(), tokenizer.eos_token, untrained)
+    vocab = tokenizer.get_vocab()
+    seeds = plan_seeds(getattr(tokenizer, "chat_template", None), vocab, tokenizer.eos_token, untrained)
+    values = [(weight, s.row, rows.trained_mean() if s.source == MEAN else rows.row(vocab[s.source]))
+              for s in seeds for weight, rows in ((embed, rows_in), (out.weight if untied else None, rows_out))
+              if weight is not None]  # every value read before any row is written
     with torch.no_grad():
-        for s in seeds:
-            for weight, rows in ((embed, rows_in), (out.weight if untied else None, rows_out)):
-                if weight is None:
-                    continue
-                value = rows.trained_mean() if s.source == MEAN else rows.w[tokenizer.get_vocab()[s.source]]
-                weight[s.row] = value.to(weight.dtype).to(weight.device)
+        for weight, row, value in values:
+            weight[row] = value.to(weight.dtype).to(weight.device)
     return {s.token: s.source for s in seeds}
