@@ -325,3 +325,53 @@ def test_forge_serve_says_it_serves_the_adapter_on_its_base(home, files, tmp_pat
     said = Path(log.name).read_text()
     served = [line for line in said.splitlines() if line.startswith("serving ")]
     assert served and all("adapter v-a" in line and "base.gguf" in line for line in served), said
+
+
+def test_a_queued_request_follows_the_swap_and_keeps_no_retired_adapter_resident(home, files, tmp_path):
+    """Issue 14's RSS creep under load: each queued request used to lease the adapter live when it arrived, so
+    3 streaming clients kept up to 3 retired adapters resident beside the live and previous ones (measured:
+    RssAnon followed the adapter count, 14.5 MB each for the embedded Gemma; bench.serving.swap_rss_diag).
+    A request that named no model now follows swaps until its answer starts; one that started, or named the
+    live model's id, stays on its adapter (which stays loaded until it ends)."""
+    from llama_cpp import Llama
+
+    from serving.deployments import DeploymentHistory
+    from serving.model_manager import ModelManager
+
+    for v in ("c", "d"):
+        make_lora_gguf(files["base"], home / "models" / f"v-{v}" / f"adapter-{v}.gguf", seed=ord(v), std=0.2)
+    manager = ModelManager(roots=[home], history=DeploymentHistory(tmp_path / "deployments.json", home),
+                           loader=lambda p: Llama(str(p), n_ctx=256, verbose=False),
+                           probe=lambda p, **kw: {"ok": True}, log=lambda s: None)
+    try:
+        manager.reload(str(home / "base_models" / "tiny" / "base.gguf"))
+        manager.reload(adapter(home, "a"))
+        first = manager.live
+        queued, pinned, streaming = manager.acquire(), manager.acquire(first.model_id), manager.acquire()
+        assert streaming.start() is first
+        worker = first.base.worker
+        for v in ("b", "c"):  # a: live -> previous -> retired
+            manager.reload(adapter(home, v))
+        worker.call(lambda: None, timeout=30)  # the frees the swaps posted have run
+        assert queued.deployment is manager.live and manager.live.adapter.version == "v-c"
+        assert pinned.deployment is first and streaming.deployment is first  # named it, or already answering
+        assert first.adapter.handle is not None and first.adapter.leases == 2
+        pinned.release()
+        streaming.release()
+        worker.call(lambda: None, timeout=30)
+        assert first.adapter.handle is None  # the retired adapter is freed with its last started request
+        assert queued.start() is manager.live
+        third = manager.live
+        manager.reload(adapter(home, "d"))
+        manager.reload(adapter(home, "a"))  # c: live -> previous -> retired, while `queued` answers on it
+        worker.call(lambda: None, timeout=30)
+        assert queued.deployment is third and third.adapter.handle is not None
+        queued.release()
+        worker.call(lambda: None, timeout=30)
+        assert third.adapter.handle is None
+        retiring = manager.prev.adapter  # d: previous now, retired by the next swap with no request on it
+        manager.reload(adapter(home, "b"))
+        assert retiring.handle is None  # freed before the reload returned (its memory is back by then)
+        assert manager._waiting == set()
+    finally:
+        manager.shutdown()

@@ -2,8 +2,10 @@
 
 A *base* is one llama.cpp model + context with its generation worker (serving.worker). A *deployment* is a
 base with at most one LoRA adapter on it. Each request leases a deployment for its whole life (a streamed
-answer included): its job carries that base and adapter, and the worker applies the adapter when the job
-starts, so an answer comes wholly from one model even when a swap lands mid-stream. A full-GGUF reload
+answer included): its job carries that base, and the worker applies the lease's adapter when the job starts,
+so an answer comes wholly from one model even when a swap lands mid-stream. A request that names no model
+follows the live one until its answer starts: an adapter swap moves its lease, while it waits in the queue,
+onto the new live deployment (same base); from its first token it stays where it is. A full-GGUF reload
 validates the file in a probe process, loads it and swaps the pointer; an adapter reload checks the
 adapter was made for the loaded base (`forge.base_gguf_sha256`), validates base + adapter in a probe
 process, loads the adapter on the resident base between two tokens and swaps the pointer (no base load).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -124,10 +127,14 @@ class Deployment:
 
 
 class Lease:
-    """A request's hold on one deployment; `release()` is idempotent and may run on any thread."""
+    """A request's hold on one deployment; `release()` is idempotent and may run on any thread.
 
-    def __init__(self, manager: ModelManager, deployment: Deployment, role: str):
-        self.manager, self.deployment, self.role = manager, deployment, role
+    A `follow` lease (a request that named no model, or not the live one's id) is moved by each adapter swap
+    onto the new live deployment until `start()`; read `deployment`/`model_id` only after the job started."""
+
+    def __init__(self, manager: ModelManager, deployment: Deployment, role: str, follow: bool = False):
+        self.manager, self.deployment, self.role, self.follow = manager, deployment, role, follow
+        self.started = False
         self._released = False
         self._lock = threading.Lock()
 
@@ -135,12 +142,16 @@ class Lease:
     def model_id(self) -> str:
         return self.deployment.model_id
 
+    def start(self) -> Deployment:
+        """The answer begins (on its base's worker thread): pin the deployment it will come from."""
+        return self.manager._start(self)
+
     def release(self) -> None:
         with self._lock:
             if self._released:
                 return
             self._released = True
-        self.manager._release(self.deployment)
+        self.manager._release(self)
 
 
 class ModelManager:
@@ -164,6 +175,14 @@ class ModelManager:
         # (adapter sha256, base sha256) pairs that passed validation: the same bytes on the same base pass the
         # same checks, so re-deploying a known adapter (a rollback by path, a re-sent nightly) skips the child
         self._validated: dict[tuple[str, str], None] = {}
+        # follow leases whose answer has not started (queued): a swap moves them onto the new live deployment.
+        # Why: each used to keep the adapter that was live when it arrived. Under 3 streaming clients (each
+        # answer waits ~3 s in the queue, swaps every ~0.35 s) up to 3 retired adapters stayed resident beside
+        # the live and previous ones, 14.5 MB each for the embedded Gemma: all of the "unexplained" RSS growth
+        # of 50 swaps under load (RssAnon tracked the adapter count to within 2-4 MB after every swap;
+        # bench.serving.swap_rss_diag, bench/results/serving_swap_rss.json "session9").
+        self._waiting: set[Lease] = set()
+        self._free_wait_s = 5.0
 
     # ---- requests ------------------------------------------------------------------------------------
     def acquire(self, which: Optional[str] = None) -> Lease:
@@ -185,7 +204,31 @@ class ModelManager:
                 dep, role = live, "live"
             dep.lease(+1)
             dep.requests_served += 1
-        return Lease(self, dep, role)
+            # a request that named the live model's own id keeps it; any other (no model, "live", a client's
+            # placeholder name) gets whatever is live when its answer starts
+            lease = Lease(self, dep, role, follow=role == "live" and which != live.model_id)
+            if lease.follow:
+                self._waiting.add(lease)
+        return lease
+
+    def _start(self, lease: Lease) -> Deployment:
+        with self._lock:
+            self._waiting.discard(lease)
+            lease.started = True
+            return lease.deployment
+
+    def _move_waiting(self, new: Deployment) -> None:
+        """Move the follow leases not yet started onto `new` (same base: their jobs sit in its worker's queue).
+        Caller holds the lock, before it works out which adapters the swap retires."""
+        for lease in self._waiting:
+            dep = lease.deployment
+            if dep is new or dep.base is not new.base:
+                continue  # a job queued on another base's worker stays there (a full-GGUF reload)
+            dep.lease(-1)
+            dep.requests_served -= 1
+            new.lease(+1)
+            new.requests_served += 1
+            lease.deployment = new
 
     def _bare(self, base: Base) -> Deployment:
         bare = getattr(base, "_bare", None)
@@ -193,22 +236,25 @@ class ModelManager:
             bare = base._bare = Deployment(base, None, created=base.loaded_at)
         return bare
 
-    def _release(self, dep: Deployment) -> None:
+    def _release(self, lease: Lease) -> None:
         with self._lock:
+            self._waiting.discard(lease)
+            dep = lease.deployment
             dep.lease(-1)
             free = [dep.adapter] if dep.adapter and dep.adapter.unused else []
             close = [dep.base] if dep.base.unused else []
         self._dispose(free, close)
 
     # ---- freeing -------------------------------------------------------------------------------------
-    def _dispose(self, adapters: list[Adapter], bases: list[Base]) -> None:
-        """Free adapters, then close bases, each on its base's worker thread (never while it generates)."""
-        for a in adapters:
-            a.base.worker.post(lambda a=a: self._free_adapter_now(a))
+    def _dispose(self, adapters: list[Adapter], bases: list[Base]) -> list[Future]:
+        """Free adapters, then close bases, each on its base's worker thread (never while it generates).
+        Returns the adapters' frees, done at the worker's next token boundary."""
+        frees = [a.base.worker.post(lambda a=a: self._free_adapter_now(a)) for a in adapters]
         for b in bases:
             b.worker.stop(join=False)
             if b.validator is not None:
                 b.validator.close()
+        return frees
 
     @staticmethod
     def _free_adapter_now(a: Adapter) -> None:
@@ -293,6 +339,7 @@ class ModelManager:
     def _swap(self, new: Deployment, backup: bool, event: str, previous: Optional[dict] = None,
               keep_previous: bool = False) -> Optional[Deployment]:
         with self._lock:
+            self._move_waiting(new)
             old, old_prev = self.live, self.prev
             self.live, self.state = new, "ready"
             self.prev = old if backup and old is not None and old.base is new.base else None
@@ -311,8 +358,22 @@ class ModelManager:
                 if d.base is not new.base and not d.base.retired:
                     d.base.retired = True
                     close += [d.base] if d.base.unused else []
-        self._dispose(free, close)
+        frees = self._dispose(free, close)
         self.history.record(new.info(), self.previous, event)
+        # Wait (bounded) for the adapters this swap retired to be freed at the worker's next token boundary,
+        # so that when a reload returns its memory is back: under 3 streaming clients the free landed ~30 ms
+        # after the reply (the adapter load's own wait for a token boundary: 33 ms median), and RSS read then
+        # held one 14.5 MB adapter more than the live, previous and still-streaming ones (bench_swap's trace:
+        # 447-474 MB, 1.127x; bench/results/serving_swap_rss.json "session9"). A worker busy with a long prompt
+        # only delays the reply up to the bound; the free still happens when it gets there.
+        t, deadline = time.perf_counter(), time.monotonic() + self._free_wait_s
+        for f in frees:
+            try:
+                f.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - a timeout or a failed free must not fail a swap that happened
+                pass
+        if frees:
+            self.timings["free_s"] = round(time.perf_counter() - t, 3)
         return old
 
     def reload(self, raw_path: str, backup: bool = True, base_path: Optional[str] = None, event: str = "reload",
@@ -337,7 +398,7 @@ class ModelManager:
                 raise
             t_swap = time.perf_counter()
             old = self._swap(new, backup, event, previous, keep_previous)
-            self.timings["swap_s"] = round(time.perf_counter() - t_swap, 3)
+            self.timings["swap_s"] = round(time.perf_counter() - t_swap - self.timings.get("free_s", 0), 3)
             self.timings["total_s"] = round(time.perf_counter() - t, 3)
             return {"status": "reloaded", "model": new.info(), "previous": self.previous,
                     "swapped_from": old.model_id if old else None, "timings": dict(self.timings)}

@@ -96,16 +96,14 @@ async def chat(req: ChatRequest, manager: ModelManager = Depends(get_manager),
                   repeat_penalty=settings.default_repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
                   stop=req.stop, seed=req.seed,
                   presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty)
+    # the adapter is the lease's when the answer starts (a swap may move a queued request to the new live one)
     job = Job(kwargs, stream=req.stream, adapter=lease.deployment.adapter, logit_bias=req.logit_bias,
-              loop=asyncio.get_running_loop(), on_finish=lease.release)
+              loop=asyncio.get_running_loop(), on_finish=lease.release, on_start=lambda: lease.start().adapter)
     try:
         lease.deployment.base.worker.submit(job)
     except Busy:
         lease.release()
         raise
-    model_id = lease.model_id
-    headers = {"x-forge-model-sha256": (lease.deployment.adapter or lease.deployment.base).sha256,
-               "x-forge-model-role": lease.role}
     try:
         kind, payload = await job.events.get()  # the answer, or the first chunk, or why not
     except BaseException:
@@ -113,6 +111,10 @@ async def chat(req: ChatRequest, manager: ModelManager = Depends(get_manager),
         raise
     if kind in ("error", "cancelled"):
         return _failure(kind, payload)
+    # the job has started (its first event came), so its deployment is fixed from here on
+    model_id = lease.model_id
+    headers = {"x-forge-model-sha256": (lease.deployment.adapter or lease.deployment.base).sha256,
+               "x-forge-model-role": lease.role}
     if not req.stream:
         payload["model"] = model_id
         return JSONResponse(payload, headers=headers)

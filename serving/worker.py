@@ -55,19 +55,30 @@ def close_answer_sampler(llm: Any) -> None:
 
 
 class Job:
-    """One chat completion. Events reach the event loop as ("chunk"|"done"|"error"|"cancelled", payload)."""
+    """One chat completion. Events reach the event loop as ("chunk"|"done"|"error"|"cancelled", payload).
+
+    `on_start`, when given, runs on the worker thread as the answer begins and returns the adapter to answer
+    with (the request's lease is pinned then: serving.model_manager moves queued ones to a new live adapter)."""
 
     def __init__(self, kwargs: dict, *, stream: bool, adapter: Any, logit_bias: Optional[dict],
-                 loop: asyncio.AbstractEventLoop, on_finish: Callable[[], None]):
+                 loop: asyncio.AbstractEventLoop, on_finish: Callable[[], None],
+                 on_start: Optional[Callable[[], Any]] = None):
         self.kwargs, self.stream, self.adapter, self.logit_bias = kwargs, stream, adapter, logit_bias
         self.events: asyncio.Queue = asyncio.Queue()
         self._loop = loop
         self._on_finish = on_finish
+        self._on_start = on_start
         self._cancel = threading.Event()
         self._finished = threading.Event()
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def begin(self) -> Any:
+        """The answer starts now: the adapter it comes from."""
+        if self._on_start is not None:
+            self.adapter = self._on_start()
+        return self.adapter
 
     @property
     def cancelled(self) -> bool:
@@ -124,14 +135,19 @@ class GenerationWorker:
             self._cond.notify()
         return fut.result(timeout)
 
-    def post(self, fn: Callable[[], Any]) -> None:
-        """Run `fn` on the worker thread soon, without waiting for it (errors are dropped)."""
+    def post(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the worker thread soon, without waiting for it (errors go to the returned future only)."""
+        fut: Future = Future()
         if threading.current_thread() is self._thread:
-            fn()
-            return
+            try:
+                fut.set_result(fn())
+            except Exception as e:  # noqa: BLE001 - handed to whoever looks at the future
+                fut.set_exception(e)
+            return fut
         with self._cond:
-            self._controls.append((fn, Future()))
+            self._controls.append((fn, fut))
             self._cond.notify()
+        return fut
 
     def queued(self) -> int:
         with self._cond:
@@ -215,7 +231,7 @@ class GenerationWorker:
             if job.cancelled:
                 job.emit("cancelled")
                 return
-            self.set_adapter(job.adapter)
+            self.set_adapter(job.begin())
             self._generate(job)
         except Cancelled:
             job.emit("cancelled")

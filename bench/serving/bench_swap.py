@@ -64,7 +64,7 @@ def fresh_copy(src: Path, dst: Path, n: int) -> Path:
 
 
 def swap_stats(swap_s: list[float], stages: list[dict]) -> dict:
-    keys = ("hash_s", "validate_s", "load_s", "swap_s", "total_s")
+    keys = ("hash_s", "validate_s", "load_s", "swap_s", "free_s", "total_s")
     return {"n": len(swap_s), "p50": pct(swap_s, 0.5), "p99": pct(swap_s, 0.99), "max": round(max(swap_s), 3),
             "stages_p50": {k: pct([st.get(k, 0) for st in stages], 0.5) for k in keys},
             "stages_max": {k: round(max(st.get(k, 0) for st in stages), 3) for k in keys},
