@@ -259,6 +259,12 @@ def test_each_answer_frees_its_native_sampler_when_it_ends(ggufs):
             assert m.answer("the rest week", Sampling(max_tokens=8)).completion_tokens > 0
             assert all(a.completion_tokens > 0 for a in m.answer_many(["a week", "a day"], Sampling(max_tokens=8)))
         assert len(open_samplers()) == before, "a probe answer left its native sampler behind"
+
+        from forge_pipeline.export.validate import inspect_and_answer  # the export's degenerate-answer probe
+
+        checked = inspect_and_answer(ggufs["a"], [MSG, MSG, MSG], max_tokens=8)
+        assert checked["loads"] and len(checked["answers"]) == 3
+        assert len(open_samplers()) == before, "the export's probe left its native samplers behind"
     finally:
         gc.enable()
         worker.stop()

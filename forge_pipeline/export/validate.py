@@ -172,11 +172,14 @@ def inspect_and_answer(gguf_path: Path, prompts: list[list[dict]], max_tokens: i
         llm = open_llama(gguf_path, lora, n_ctx=1024)
     except Exception as e:  # noqa: BLE001 - any load failure is the finding
         return {"loads": False, "error": str(e), "chat_template": None, "answers": []}
+    from serving.worker import close_answer_sampler
+
     try:
         template = llm.metadata.get("tokenizer.chat_template")
         answers = []
         for msgs in prompts:
             out = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=max_tokens, seed=0)
+            close_answer_sampler(llm)  # each completion's native sampler, freed now (serving/worker.py says why)
             answers.append(out["choices"][0]["message"]["content"] or "")
         return {"loads": True, "chat_template": template, "answers": answers,
                 "architecture": llm.metadata.get("general.architecture")}
