@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 
-from bench.gpu.summarize_h100_20261207 import RESULTS, side_by_side, write
-
-RAW = RESULTS / "raw" / "h100_20261207s8"
-STAGES = ("imports_s", "load_s", "train_s", "adapter_export_s", "evaluation_s", "swap_s")
+from bench.gpu.summarize_h100_20261207 import RESULTS, STAGES, side_by_side, write
+from bench.gpu.summarize_h100_20261207 import rows as raw_rows
 
 
 def rows(name: str) -> list[dict]:
-    return [json.loads(line) for line in (RAW / name).read_text().splitlines() if line.startswith('{"')]
+    return raw_rows(f"h100_20261207s8/{name}")
 
 
 def main() -> None:
