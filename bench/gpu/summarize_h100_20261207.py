@@ -28,6 +28,21 @@ def side_by_side(peer: list[dict]) -> dict:
             "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)}}
 
 
+def nightly_summary(nights: list[dict]) -> dict:
+    """The timed nightlies' figures side by side (sessions 8 and 9, whose nightly rows carry the prompt-gain
+    pass's timings)."""
+    return {
+        "nightly_total_s": [n["total_s"] for n in nights], "target_s": 120,
+        "stages_s": {k: [n[k] for n in nights] for k in STAGES},
+        "evaluation_target_s": 30,
+        "evaluation_prompt_gain_s": [n["evaluation_timings"]["candidate_prompt_gain_s"] for n in nights],
+        "evaluation_scoring_s": [n["evaluation_timings"]["candidate_scoring_s"] for n in nights],
+        "global_step": [n["global_step"] for n in nights],
+        "steady_tokens_per_s": [n["steady_tokens_per_s"] for n in nights], "packed_target_tokens_per_s": 12000,
+        "adapter_size_mb": nights[0]["adapter_size_mb"],
+    }
+
+
 def write(out: dict, name: str) -> None:
     (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out["summary"], indent=1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from bench.gpu.summarize_h100_20261207 import RESULTS, STAGES, side_by_side, write
+from bench.gpu.summarize_h100_20261207 import RESULTS, nightly_summary, side_by_side, write
 from bench.gpu.summarize_h100_20261207 import rows as raw_rows
 
 
@@ -40,14 +40,7 @@ def main() -> None:
         "night0_builds_base_gguf": [r for r in rows("night0/nightly_runs.jsonl") if r.get("stage")],
         "nightlies": nights,
         "summary": {
-            "nightly_total_s": [n["total_s"] for n in nights], "target_s": 120,
-            "stages_s": {k: [n[k] for n in nights] for k in STAGES},
-            "evaluation_target_s": 30,
-            "evaluation_prompt_gain_s": [n["evaluation_timings"]["candidate_prompt_gain_s"] for n in nights],
-            "evaluation_scoring_s": [n["evaluation_timings"]["candidate_scoring_s"] for n in nights],
-            "global_step": [n["global_step"] for n in nights],
-            "steady_tokens_per_s": [n["steady_tokens_per_s"] for n in nights], "packed_target_tokens_per_s": 12000,
-            "adapter_size_mb": nights[0]["adapter_size_mb"],
+            **nightly_summary(nights),
             "job_export_check_s": validation["validate_s"], "job_export_check": validation,
             "earlier_today_without_prompt_gain": {"nightly_total_s": before["summary"]["nightly_total_s"],
                                                   "stages_s": before["summary"]["stages_s"]},
