@@ -140,6 +140,9 @@ def test_training_on_a_llama3_style_base_serves_what_it_trained(curated, tmp_pat
     adapter = Path(report.final_dir)
     manifest = json.loads((adapter / "manifest.json").read_text())
     assert manifest["base_model"]["seeded_turn_tokens"]["<|eot_id|>"] == "</s>"
+    from forge_pipeline.orchestration.metadata import adapter_metadata  # and the Dagster UI shows it
+
+    assert "<|eot_id|> from </s>" in adapter_metadata({"adapter_dir": str(adapter)})["seeded_turn_tokens"]
 
     exported = export_model(adapter, curated.home_dir / "models", quant="f16", validate=False, log=lambda m: None)
     served = ServedModel(Path(exported.base_gguf), Path(exported.gguf_path))

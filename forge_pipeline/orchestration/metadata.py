@@ -52,6 +52,8 @@ def adapter_metadata(reported: dict) -> dict:
         "versions": md_table(sorted(m.versions.items()), ("library", "version")),
         "adapter_dir": dg.MetadataValue.path(str(adapter_dir)), "fingerprint": m.fingerprint,
     })
+    if m.base_model.seeded_turn_tokens:  # the base never trained them (training/turn_tokens.py)
+        out["seeded_turn_tokens"] = ", ".join(f"{t} from {src}" for t, src in m.base_model.seeded_turn_tokens.items())
     if (adapter_dir / "loss_curve.png").exists():
         out["loss_curve"] = _png(adapter_dir / "loss_curve.png", "loss curve")
     return out
