@@ -370,8 +370,17 @@ def test_a_queued_request_follows_the_swap_and_keeps_no_retired_adapter_resident
         worker.call(lambda: None, timeout=30)
         assert third.adapter.handle is None
         retiring = manager.prev.adapter  # d: previous now, retired by the next swap with no request on it
-        manager.reload(adapter(home, "b"))
+        gate, dispose = threading.Event(), manager._dispose
+
+        def busy_then_dispose(adapters, bases):  # the worker is busy for 0.3 s when the swap posts the free
+            worker.post(gate.wait)
+            threading.Timer(0.3, gate.set).start()
+            return dispose(adapters, bases)
+
+        manager._dispose = busy_then_dispose
+        result = manager.reload(adapter(home, "b"))
         assert retiring.handle is None  # freed before the reload returned (its memory is back by then)
+        assert result["timings"]["free_s"] >= 0.2, result["timings"]  # the reload waited for it
         assert manager._waiting == set()
     finally:
         manager.shutdown()

@@ -211,6 +211,41 @@ def test_an_unreadable_deployment_record_is_not_ignored_silently(home):
         s.stop()
 
 
+def test_a_job_answers_with_the_adapter_its_start_hands_it(ggufs):
+    """A queued job's adapter is decided when it starts (on_start: the lease pinned then, model_manager.py), not
+    when it was submitted: the worker applies what on_start returns, while a job without one keeps its own."""
+    import asyncio
+
+    import llama_cpp
+
+    from serving.worker import GenerationWorker, Job
+
+    applied = []
+
+    class Recording(GenerationWorker):
+        def set_adapter(self, adapter):
+            applied.append(adapter)
+
+    llm = llama_cpp.Llama(str(ggufs["a"]), n_ctx=256, verbose=False)
+    loop, worker = asyncio.new_event_loop(), Recording(llm, "t", 8)
+    try:
+        gate = threading.Event()
+        worker.post(gate.wait)  # the worker is busy while both jobs queue
+        done = [threading.Event(), threading.Event()]
+        jobs = [Job({"messages": MSG, "max_tokens": 2, "temperature": 0}, stream=False, adapter="submitted",
+                    logit_bias=None, loop=loop, on_finish=done[0].set, on_start=lambda: "live at start"),
+                Job({"messages": MSG, "max_tokens": 2, "temperature": 0}, stream=False, adapter="its own",
+                    logit_bias=None, loop=loop, on_finish=done[1].set)]
+        for job in jobs:
+            worker.submit(job)
+        gate.set()
+        assert done[0].wait(60) and done[1].wait(60)
+        assert applied == ["live at start", "its own"]
+    finally:
+        worker.stop()
+        loop.close()
+
+
 def test_each_answer_frees_its_native_sampler_when_it_ends(ggufs):
     """llama-cpp-python 0.3.36 builds a native sampler chain per completion and drops the previous one into a
     reference cycle, so its memory (a token array of n_vocab x 12 bytes: 3 MB for the embedded Gemma) waits for

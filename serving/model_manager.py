@@ -129,12 +129,13 @@ class Deployment:
 class Lease:
     """A request's hold on one deployment; `release()` is idempotent and may run on any thread.
 
-    A `follow` lease (a request that named no model, or not the live one's id) is moved by each adapter swap
-    onto the new live deployment until `start()`; read `deployment`/`model_id` only after the job started."""
+    A `follow` lease (a request for the live model that did not name the live one's id: no model, "live", a
+    client's placeholder) is moved by each adapter swap onto the new live deployment until `start()`; read
+    `deployment`/`model_id` only after the job started. A request naming "base", "previous" or a model's id
+    keeps it, and so keeps that adapter resident while it waits."""
 
     def __init__(self, manager: ModelManager, deployment: Deployment, role: str, follow: bool = False):
         self.manager, self.deployment, self.role, self.follow = manager, deployment, role, follow
-        self.started = False
         self._released = False
         self._lock = threading.Lock()
 
@@ -182,7 +183,9 @@ class ModelManager:
         # of 50 swaps under load (RssAnon tracked the adapter count to within 2-4 MB after every swap;
         # bench.serving.swap_rss_diag, bench/results/serving_swap_rss.json "session9").
         self._waiting: set[Lease] = set()
-        self._free_wait_s = 5.0
+        # how long a reload waits for the adapters it retired to be freed (a token boundary away: ~30 ms measured)
+        # before it answers anyway; short, since it holds the reload lock and a long prompt has no boundary
+        self._free_wait_s = 1.0
 
     # ---- requests ------------------------------------------------------------------------------------
     def acquire(self, which: Optional[str] = None) -> Lease:
@@ -214,7 +217,6 @@ class ModelManager:
     def _start(self, lease: Lease) -> Deployment:
         with self._lock:
             self._waiting.discard(lease)
-            lease.started = True
             return lease.deployment
 
     def _move_waiting(self, new: Deployment) -> None:
@@ -250,6 +252,8 @@ class ModelManager:
         """Free adapters, then close bases, each on its base's worker thread (never while it generates).
         Returns the adapters' frees, done at the worker's next token boundary."""
         frees = [a.base.worker.post(lambda a=a: self._free_adapter_now(a)) for a in adapters]
+        for f in frees:  # nobody else reads a free's outcome: a failure goes to the log, not nowhere
+            f.add_done_callback(lambda f: f.exception() and self._log(f"could not free an adapter: {f.exception()}"))
         for b in bases:
             b.worker.stop(join=False)
             if b.validator is not None:
@@ -440,6 +444,7 @@ class ModelManager:
                 raise ReloadInProgress("another reload is in progress; try again when it finishes")
             try:
                 if self.prev is resident:
+                    self.timings = {}
                     self._swap(resident, True, "rollback")
                     return {"status": "reloaded", "model": resident.info(), "previous": self.previous}
             finally:

@@ -145,6 +145,9 @@ class GenerationWorker:
                 fut.set_exception(e)
             return fut
         with self._cond:
+            if self._stopping and not self._thread.is_alive():  # nobody will run it: say so now
+                fut.set_exception(RuntimeError("the model's worker has stopped"))
+                return fut
             self._controls.append((fn, fut))
             self._cond.notify()
         return fut
