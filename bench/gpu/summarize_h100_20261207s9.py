@@ -37,7 +37,7 @@ def main() -> None:
                 "random-weight Llama-3.1-8B-architecture model now has what Llama 3.1's base has and a random model "
                 "lacks: Llama 3's turn tokens with its template as the base's own, their embedding and output rows at "
                 "zero (bench/gpu/export_8b.py zero_turn_rows); training seeded them in memory, the base GGUF got the "
-                "same rows (read back below). Three machine starts were refused before this one (about 7 minutes of "
+                "same rows (read back below). Machine starts were refused several times before this one, H100 and H200 (about 7 minutes of "
                 "device time), so night 3's nightly and the job's export check were not run this session.",
         "setup": rows("setup/nightly_runs.jsonl"),
         "night0_builds_base_gguf": night0,
