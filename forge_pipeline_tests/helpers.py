@@ -256,7 +256,7 @@ LLAMA3_TURN_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
 
 def make_tiny_llama3_base(out: Path, seed: int = 0) -> Path:
-    """Shaped like the GPU default's base (Llama 3.1 8B, not instruct): an untied Llama whose vocabulary has
+    """Shaped like a pretrained Llama 3.1 8B base (not the Instruct GPU default): an untied Llama whose vocabulary has
     Llama 3's turn tokens, which ships the instruct template as its own but never trained those tokens: their
     embedding and output rows are zero (unsloth issues #915, #929)."""
     import torch

@@ -88,7 +88,7 @@ def test_trained_turn_tokens_are_left_alone_and_an_own_template_is_seeded_too(tm
 
 
 def test_llama3_style_base_zero_rows_are_seeded_in_memory_and_in_its_gguf_alike(tmp_path):
-    """The GPU default's case: own template, untied output layer, chat tokens at zero. In memory, <|eot_id|>
+    """A pretrained Llama 3.1 base's case: own template, untied output layer, chat tokens at zero. In memory, <|eot_id|>
     takes EOS's input and output rows and the header tokens the (bf16) mean of the trained rows; the GGUF
     converted from the untouched folder holds the same rows in f16; the user's folder is not rewritten."""
     from forge_pipeline.export.gguf import convert_to_gguf

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-# The GPU default's base (Llama 3.1 8B) has its own template with turn tokens it never trained; BENCH_TURN_TOKENS=0
-# gives the plain-text template of the runs before session 9 instead.
+# A pretrained Llama 3.1 8B base (not the Instruct GPU default) has its own template with turn tokens it never
+# trained; BENCH_TURN_TOKENS=0 gives the plain-text template of the runs before session 9 instead.
 LLAMA3_TURN_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 TURN_TOKENS = os.environ.get("BENCH_TURN_TOKENS", "1") == "1"
 
@@ -58,7 +58,7 @@ def use_sentencepiece_tokenizer(model_dir: Path) -> None:
 def zero_turn_rows(model_dir: Path) -> dict:
     """What Llama 3.1 8B's base has and a random model lacks: its chat tokens' embedding rows at zero (unsloth
     issues #915/#929), and output rows that were never trained (zeroed here too). Written in place into the
-    safetensors files (header offsets, bf16 rows), so the GPU default's seeding (training/turn_tokens.py,
+    safetensors files (header offsets, bf16 rows), so the seeding of such a base (training/turn_tokens.py,
     export/turn_rows.py) runs on the device as it would on the real base."""
     import numpy as np
     from transformers import AutoTokenizer

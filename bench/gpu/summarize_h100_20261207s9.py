@@ -2,8 +2,8 @@
 in bench/results/raw/h100_20261207s9/: device_nightly.sh setup, night0, `NIGHT=1 ... together` (a timed
 nightly, then bare unsloth vs forge in the same command), `BENCH_QUANTS=q8_0 ... quants`; four calls on one warm
 H100, code at 0506a26. New this session: the random 8B has Llama 3's turn tokens, template and zero rows (as
-Llama 3.1's base), so the GPU default's turn-row seeding runs on the device; the evaluation scores only the
-answer rows (caf25f3); the adapter's fidelity on a q8_0 base.
+a pretrained Llama 3.1 base has; the Instruct GPU default trained them), so the turn-row seeding runs on the
+device; the evaluation scores only the answer rows (caf25f3); the adapter's fidelity on a q8_0 base.
 
     python -m bench.gpu.summarize_h100_20261207s9
 """
@@ -34,7 +34,7 @@ def main() -> None:
                 "curated JSONL (500 reflection-length examples x 3 epochs, seed hyperparameters, packed) -> adapter "
                 "GGUF -> evaluation (with the prompt-gain pass) -> swap into a running server on the q4_k_m base. "
                 "Night 1's nightly and the bare-unsloth peer ran in ONE command (device_nightly.sh together). The "
-                "random-weight Llama-3.1-8B-architecture model now has what Llama 3.1's base has and a random model "
+                "random-weight Llama-3.1-8B-architecture model now has what a pretrained Llama 3.1 base (not the Instruct GPU default) has and a random model "
                 "lacks: Llama 3's turn tokens with its template as the base's own, their embedding and output rows at "
                 "zero (bench/gpu/export_8b.py zero_turn_rows); training seeded them in memory, the base GGUF got the "
                 "same rows (read back below). Machine starts were refused several times before this one, H100 and H200 (about 7 minutes of "
@@ -42,7 +42,7 @@ def main() -> None:
         "setup": rows("setup/nightly_runs.jsonl"),
         "night0_builds_base_gguf": night0,
         "turn_rows_on_the_device": {
-            "what": "The GPU default's seeding (training/turn_tokens.py in memory under unsloth, export/turn_rows.py in "
+            "what": "The seeding a pretrained Llama 3.1 base gets (training/turn_tokens.py in memory under unsloth, export/turn_rows.py in "
                     "the f16 base GGUF before q4_k_m) on the random 8B with Llama 3's turn rows zeroed: what training "
                     "seeded (adapter manifest), and the quantized base GGUF read back with the gguf library (is "
                     "<|eot_id|>'s row byte-equal to EOS's in token_embd and output; are the header rows non-zero). "
