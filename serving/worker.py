@@ -125,15 +125,7 @@ class GenerationWorker:
 
     def call(self, fn: Callable[[], Any], timeout: Optional[float] = None) -> Any:
         """Run `fn` on the worker thread (between two tokens at most) and return its result."""
-        if threading.current_thread() is self._thread:
-            return fn()
-        fut: Future = Future()
-        with self._cond:
-            if self._stopping and not self._thread.is_alive():
-                raise RuntimeError("the model's worker has stopped")
-            self._controls.append((fn, fut))
-            self._cond.notify()
-        return fut.result(timeout)
+        return self.post(fn).result(timeout)
 
     def post(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the worker thread soon, without waiting for it (errors go to the returned future only)."""

@@ -71,18 +71,14 @@ class ReferenceModel:
     def load(self) -> None:
         import torch
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
+
+        from forge_pipeline.export.merge import load_base
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         # float32 on the CPU (the precision the CPU default trains in); bfloat16 on a GPU, where an 8B in
-        # float32 would not fit beside the served file.
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        base = AutoModelForCausalLM.from_pretrained(self.base_path(), dtype=dtype, device_map={"": self.device})
-        if getattr(base, "is_quantized", False):
-            base = base.dequantize().to(dtype)
-        from forge_pipeline.training.turn_tokens import seed_turn_rows
-
-        seed_turn_rows(base, self.tokenizer)  # the rows training had (a Llama 3 base's chat tokens are zero on disk)
+        # float32 would not fit beside the served file. Dequantized and turn rows seeded as training had them.
+        base = load_base(self.base_path(), "bfloat16" if self.device == "cuda" else "float32",
+                         tokenizer_dir=self.adapter_dir)
         self.model = PeftModel.from_pretrained(base, str(self.adapter_dir)).eval()
 
     def logits(self, ids: list[int]) -> np.ndarray:

@@ -35,7 +35,7 @@ def _keep_sentencepiece_model(base_dir: Path, merged_dir: Path) -> None:
         shutil.copy2(source, merged_dir / "tokenizer.model")
 
 
-def _load_base(base_path: str, dtype: str = "bfloat16", tokenizer_dir: Path | None = None):
+def load_base(base_path: str, dtype: str = "bfloat16", tokenizer_dir: Path | None = None):
     """The base model in 16-bit; a bitsandbytes 4-bit base (e.g. unsloth/...-bnb-4bit) is dequantized, so a
     LoRA delta is added to 16-bit weights, never rounded into 4-bit ones. With ``tokenizer_dir`` (an adapter's
     folder), its untrained turn rows are seeded as training seeded them (training/turn_tokens.py), so a merge
@@ -66,7 +66,7 @@ def load_base_16bit(base_path: str, output_path: Path, dtype: str = "bfloat16") 
     output_path = Path(output_path)
     tmp = output_path.with_name(output_path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _load_base(base_path, dtype).save_pretrained(tmp, max_shard_size="5GB")
+    load_base(base_path, dtype).save_pretrained(tmp, max_shard_size="5GB")
     AutoTokenizer.from_pretrained(base_path).save_pretrained(tmp)
     return publish_dir(tmp, output_path)
 
@@ -84,7 +84,7 @@ def merge_only(checkpoint_path, output_path, base_model_path: str | None = None,
     if not (checkpoint_path / "adapter_config.json").exists():
         raise ExportError(f"{checkpoint_path}: not a LoRA adapter (no adapter_config.json); train first")
     base_path = base_model_path or adapter_base_path(checkpoint_path)
-    base = _load_base(base_path, dtype, tokenizer_dir=checkpoint_path)
+    base = load_base(base_path, dtype, tokenizer_dir=checkpoint_path)
     merged = PeftModel.from_pretrained(base, str(checkpoint_path)).merge_and_unload()
     merged = merged.to(base.dtype)
     tmp = output_path.with_name(output_path.name + ".tmp")

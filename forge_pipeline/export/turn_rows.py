@@ -27,7 +27,7 @@ def seed_gguf_turn_rows(path: Path) -> dict[str, str]:
     """Seed the untrained turn rows of the GGUF at ``path`` in place; {token: source}, empty when none were."""
     import torch
 
-    from forge_pipeline.training.turn_tokens import MEAN, Rows, plan_seeds, template_turn_tokens
+    from forge_pipeline.training.turn_tokens import Rows, planned_rows, template_turn_tokens
     from serving.gguf_header import read_gguf_header
 
     header = read_gguf_header(Path(path), arrays=("tokenizer.ggml.tokens",))
@@ -49,20 +49,15 @@ def seed_gguf_turn_rows(path: Path) -> dict[str, str]:
         return np.memmap(path, dtype=dtype, mode=mode, offset=header.data_offset + t.offset, shape=t.shape[::-1])
 
     rows = {name: Rows(torch.from_numpy(np.asarray(mapped(name)))) for name in infos}
-
-    def untrained(row: int) -> bool:
-        return rows[EMBEDDING].is_untrained(row) or (OUTPUT in rows and rows[OUTPUT].is_zero(row))
-
     eos_id = meta.get("tokenizer.ggml.eos_token_id")
     eos = tokens[eos_id] if isinstance(eos_id, int) and 0 <= eos_id < len(tokens) else None
-    seeds = plan_seeds(template, vocab, eos, untrained)
-    values = {name: [(s.row, r.trained_mean() if s.source == MEAN else r.row(vocab[s.source]).clone())
-                     for s in seeds] for name, r in rows.items()}  # every value read before any row is written
-    for name, writes in values.items():
-        if not writes:
+    seeds, writes = planned_rows(template, vocab, eos, rows[EMBEDDING], rows.get(OUTPUT))
+    for name, tensor in (("embed", EMBEDDING), ("out", OUTPUT)):
+        mine = [(row, value) for which, row, value in writes if which == name]
+        if not mine:
             continue
-        w = mapped(name, "r+")
-        for row, value in writes:
+        w = mapped(tensor, "r+")
+        for row, value in mine:
             w[row] = value.numpy().astype(w.dtype)
         w.flush()
         del w

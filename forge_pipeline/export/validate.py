@@ -105,9 +105,9 @@ def hf_perplexity(model_dir: Path, seqs: list[tuple[list[int], int]], adapter_di
     when given: the reference for an adapter GGUF without writing a merged copy)."""
     import torch
 
-    from forge_pipeline.export.merge import _load_base
+    from forge_pipeline.export.merge import load_base
 
-    model = _load_base(str(model_dir), "float32", tokenizer_dir=adapter_dir)
+    model = load_base(str(model_dir), "float32", tokenizer_dir=adapter_dir)
     if adapter_dir is not None:
         from peft import PeftModel
 

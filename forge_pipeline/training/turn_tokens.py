@@ -111,15 +111,6 @@ class Rows:
         return self._mean
 
 
-def near_rows(weight, row: int, cosine: float = NEAR_COSINE) -> int:
-    """How many other rows of ``weight`` (vocab x hidden) lie within ``cosine`` of row ``row``."""
-    return Rows(weight).near(row, cosine)
-
-
-def is_untrained(weight, row: int) -> bool:
-    return Rows(weight).is_untrained(row)
-
-
 def template_turn_tokens(template: str | None) -> tuple[str, tuple[str, ...]] | None:
     """(end-of-turn token, the template's other turn tokens) for a template in a known family's format."""
     if not template:
@@ -149,6 +140,21 @@ def plan_seeds(template: str | None, vocab: Mapping[str, int], eos_token: str | 
     return seeds
 
 
+def planned_rows(template: str | None, vocab: Mapping[str, int], eos_token: str | None, embed: Rows,
+                 out: Rows | None) -> tuple[list[Seed], list[tuple[str, int, object]]]:
+    """The seeds for these matrices (``out`` None when the output layer is tied), and the writes they make:
+    (``"embed"`` or ``"out"``, row, value as float32), every value read before any row is written. Both
+    appliers, in memory (seed_turn_rows) and in a GGUF (export/turn_rows.py), only write what this returns."""
+
+    def untrained(row: int) -> bool:
+        return embed.is_untrained(row) or (out is not None and out.is_zero(row))
+
+    seeds = plan_seeds(template, vocab, eos_token, untrained)
+    writes = [(name, s.row, rows.trained_mean() if s.source == MEAN else rows.row(vocab[s.source]).clone())
+              for s in seeds for name, rows in (("embed", embed), ("out", out)) if rows is not None]
+    return seeds, writes
+
+
 def seed_turn_rows(model, tokenizer) -> dict[str, str]:
     """Seed ``model``'s untrained turn rows in place (input embedding, and the output layer when untied), for
     the template ``tokenizer`` trains with. Returns {token: what it was seeded from}, empty when nothing was
@@ -157,19 +163,12 @@ def seed_turn_rows(model, tokenizer) -> dict[str, str]:
 
     embed = model.get_input_embeddings().weight
     out = model.get_output_embeddings()
-    untied = out is not None and out.weight.data_ptr() != embed.data_ptr()
-    rows_in = Rows(embed)
-    rows_out = Rows(out.weight) if untied else None
-
-    def untrained(row: int) -> bool:
-        return rows_in.is_untrained(row) or (rows_out is not None and rows_out.is_zero(row))
-
-    vocab = tokenizer.get_vocab()
-    seeds = plan_seeds(getattr(tokenizer, "chat_template", None), vocab, tokenizer.eos_token, untrained)
-    values = [(weight, s.row, rows.trained_mean() if s.source == MEAN else rows.row(vocab[s.source]))
-              for s in seeds for weight, rows in ((embed, rows_in), (out.weight if untied else None, rows_out))
-              if weight is not None]  # every value read before any row is written
+    weights = {"embed": embed}
+    if out is not None and out.weight.data_ptr() != embed.data_ptr():  # untied
+        weights["out"] = out.weight
+    seeds, writes = planned_rows(getattr(tokenizer, "chat_template", None), tokenizer.get_vocab(), tokenizer.eos_token,
+                                 Rows(embed), Rows(weights["out"]) if "out" in weights else None)
     with torch.no_grad():
-        for weight, row, value in values:
-            weight[row] = value.to(weight.dtype).to(weight.device)
+        for name, row, value in writes:
+            weights[name][row] = value.to(weights[name].dtype).to(weights[name].device)
     return {s.token: s.source for s in seeds}
