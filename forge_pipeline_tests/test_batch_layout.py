@@ -98,3 +98,26 @@ def test_oom_backoff_keeps_at_least_the_rows_of_a_step():
     assert run_with_oom_backoff(run, 5, 1, log=lambda m: None) == "ok"
     assert tried == [(5, 1), (3, 2), (2, 3), (1, 6)]
     assert all(b * a >= 5 for b, a in tried)
+
+
+def test_oom_first_puts_layers_back_to_recomputing_then_halves():
+    """Layers that keep their activations (checkpoint_skip_layers) are the first thing an OOM gives back: the
+    retry keeps the batch; only an OOM with nothing left to give back halves it."""
+    from forge_pipeline.training.session import run_with_oom_backoff
+
+    tried, kept, logs = [], {"layers": 12}, []
+
+    def relieve():
+        changed, kept["layers"] = kept["layers"], 0
+        return changed
+
+    def run(batch, accum):
+        tried.append((batch, accum, kept["layers"]))
+        if kept["layers"] or batch > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "ok"
+
+    assert run_with_oom_backoff(run, 4, 1, log=logs.append, relieve=relieve) == "ok"
+    assert tried == [(4, 1, 12), (4, 1, 0), (2, 2, 0)]
+    assert "12 layers keeping their activations" in logs[0] and "batch_size=4" in logs[0]
+    assert "batch_size=2" in logs[1]

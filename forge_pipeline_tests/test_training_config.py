@@ -224,3 +224,17 @@ def test_the_launchpad_of_the_real_lora_adapter_asset_has_every_field():
     defs = dagster.load_from_defs_folder(path_within_project=Path(definitions.__file__).parent)
     fields = defs.resolve_assets_def("lora_adapter").op.config_schema.as_field().config_type.fields
     assert set(fields) == set(TrainingConfig.model_fields)
+
+
+def test_checkpoint_skip_layers_is_a_choice_or_a_count_and_leaves_the_fingerprint():
+    from forge_pipeline.training.config import TrainingConfigError, resolve_training_config
+
+    assert resolve_training_config({}, "cuda").checkpoint_skip_layers == "auto"
+    assert resolve_training_config({"checkpoint_skip_layers": " MAX "}, "cuda").checkpoint_skip_layers == "max"
+    assert resolve_training_config({"checkpoint_skip_layers": 3}, "cuda").checkpoint_skip_layers == "3"
+    for bad in ("-1", "half", ""):
+        with pytest.raises(TrainingConfigError, match="checkpoint_skip_layers=.*layer count"):
+            resolve_training_config({"checkpoint_skip_layers": bad}, "cuda")
+    # recomputing a layer's activations or keeping them trains the same weights: a cached adapter stays valid
+    a = resolve_training_config({"checkpoint_skip_layers": "0"}, "cuda").fingerprint_fields()
+    assert a == resolve_training_config({"checkpoint_skip_layers": "max"}, "cuda").fingerprint_fields()

@@ -7,7 +7,7 @@
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
 to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_h100.json summarizes one such file).
-    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat]
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat|repeat2|skip]
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
 wrapped strategy) that chose the defaults. `repeat` runs bare, forge 4x512 and forge 4x2048 in turn three times, then
@@ -44,6 +44,14 @@ def build_plan(name: str, model_dir: str, bare: str) -> list[list[str]]:
     shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
     plan = [] if (Path(model_dir) / "config.json").exists() else [[sys.executable, bare, "make", model_dir]]
     packed = shape + ["unsloth", "--seq", "2048", "--packing"]
+    if name == "skip":  # checkpoint_skip_layers 0 (bare unsloth's recomputation) against auto, bare on both
+        # sides; then where a 4x512 step's time goes, forge against bare (profile_steps)
+        skips = ["--skip", "0,auto"]
+        profile = [sys.executable, "-m", "bench.gpu.profile_steps", model_dir]
+        return plan + [[sys.executable, bare, "unsloth", model_dir], shape + ["unsloth", "--seq", "512,2048", *skips],
+                       packed[:-3] + ["--seq", "1024,2048", "--packing", *skips],
+                       [sys.executable, bare, "unsloth", model_dir],
+                       profile + ["bare", "--seq", "512"], profile + ["forge", "--seq", "512", "--skip", "0"]]
     if name in ("repeat", "repeat2"):  # bare and forge alternating, three rounds: 4x512 moves +-20% run to run
         for _ in range(3 if name == "repeat" else 2):
             plan.append([sys.executable, bare, "unsloth", model_dir])

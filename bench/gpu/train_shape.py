@@ -1,7 +1,11 @@
-"""One measured training run through the project's own entry point (forge_pipeline.training.run_training)
-at a fixed shape, on the random-weight model made by bare_unsloth_bench.py. Prints one JSON line.
+"""Measured training runs through the project's own entry point (forge_pipeline.training.run_training)
+at fixed shapes, on the random-weight model made by bare_unsloth_bench.py. Prints one JSON line a run.
 
     python -m bench.gpu.train_shape MODEL_DIR --backend unsloth|transformers --seq 512 [--packing]
+    python -m bench.gpu.train_shape MODEL_DIR --backend unsloth --seq 512,2048 --skip 0,auto
+
+Several --seq / --skip values run one after another in this process (each run loads the model afresh;
+unsloth re-arms its gradient checkpointing at each load), skip-major: the imports (~25 s) are paid once.
 """
 from __future__ import annotations
 
@@ -36,7 +40,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
     ap.add_argument("--backend", required=True)
-    ap.add_argument("--seq", type=int, required=True)
+    ap.add_argument("--seq", required=True, help="comma-separated row lengths")
+    ap.add_argument("--skip", default=None, help="comma-separated checkpoint_skip_layers values "
+                    "(default: TrainingConfig's)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--packing", action="store_true", help="reflection-length examples (100-400 tokens), packed")
@@ -49,20 +55,29 @@ def main() -> None:
     from forge_pipeline.training.config import TrainingConfig
     from forge_pipeline.training.trainer import run_training
 
+    skips = [None] if args.skip is None else args.skip.split(",")
+    for skip in skips:
+        for seq in (int(v) for v in args.seq.split(",")):
+            run_shape(args, seq, skip, TrainingConfig, run_training)
+
+
+def run_shape(args, seq: int, skip, TrainingConfig, run_training) -> None:
     work = Path(tempfile.mkdtemp(prefix="forge-gpu-"))
-    lengths = (100, 400) if args.packing else (args.seq + 16, args.seq + 64)
+    lengths = (100, 400) if args.packing else (seq + 16, seq + 64)
     # packed: enough examples to fill every step's batch x seq tokens
-    n = args.batch * args.steps * (args.seq // 250 + 1 if args.packing else 1)
+    n = args.batch * args.steps * (seq // 250 + 1 if args.packing else 1)
     make_data(work / "train.jsonl", args.model_dir, n, lengths)
     cfg = TrainingConfig(base_model=args.model_dir, backend=args.backend, batch_size=args.batch,
-                         gradient_accumulation_steps=1, max_seq_length=args.seq, max_steps=args.steps, num_epochs=1,
+                         gradient_accumulation_steps=1, max_seq_length=seq, max_steps=args.steps, num_epochs=1,
                          save_steps=10_000, packing=args.packing, min_examples=1, warmup_ratio=0.0,
                          loss_type=args.loss_type,
                          **({"packing_strategy": args.packing_strategy} if args.packing_strategy else {}),
+                         **({} if skip is None else {"checkpoint_skip_layers": skip}),
                          padding_free={"auto": None, "on": True, "off": False}[args.padding_free])
     report = run_training(work / "train.jsonl", work / "training", cfg, home=work, log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps({"mode": f"forge-{args.backend}", "batch": args.batch, "seq": args.seq, "packing": args.packing, "packing_strategy": cfg.packing_strategy, "loss_type": args.loss_type,
-                      "padding_free": args.padding_free,
+    print(json.dumps({"mode": f"forge-{args.backend}", "batch": args.batch, "seq": seq, "packing": args.packing,
+                      "packing_strategy": cfg.packing_strategy, "loss_type": args.loss_type,
+                      "padding_free": args.padding_free, "checkpoint_skip_layers": cfg.checkpoint_skip_layers,
                       "examples": n, "example_tokens": list(lengths), **report.metrics}), flush=True)
 
 

@@ -44,6 +44,42 @@ def prepare_tokenizer(tok) -> None:
         tok.pad_token = tok.eos_token
 
 
+def _skip_kwargs(get_peft_model, layers: str) -> dict:
+    """unsloth's checkpoint_skip_layers where this unsloth has it (2026.10 does); older ones recompute every
+    layer, as before the setting existed."""
+    import inspect
+
+    try:
+        takes = "checkpoint_skip_layers" in inspect.signature(get_peft_model).parameters
+    except (TypeError, ValueError):
+        takes = False
+    layers = int(layers) if layers.isdigit() else layers  # TrainingConfig keeps it as text: "auto", "max", "3"
+    return {"checkpoint_skip_layers": layers} if takes and layers != 0 else {}
+
+
+def uncheckpointed_layers(model) -> int:
+    """Decoder layers that keep their activations (unsloth marks each one it takes out of checkpointing)."""
+    return sum(1 for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint"))
+
+
+def checkpoint_every_layer(model) -> int:
+    """Undo checkpoint_skip_layers (the first answer to a CUDA out-of-memory error): every layer recomputes its
+    activations again and unsloth's planner, if it has not run yet, is removed. Returns the layers changed.
+    unsloth has no public undo; a marked layer's flag is a property that reads the mark first
+    (unsloth.models._utils._skip_aware_flag), so dropping the mark restores the layer's own flag."""
+    planner = getattr(model, "_unsloth_auto_skip", None)
+    if planner is not None:
+        planner.remove()
+    marked = [m for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint")]
+    # the flag the other layers read (a marked layer whose own flag was never set would otherwise read False)
+    flag = next((m.gradient_checkpointing for m in model.modules()
+                 if hasattr(m, "gradient_checkpointing") and m not in marked and m.gradient_checkpointing), True)
+    for module in marked:
+        del module.__dict__["_unsloth_skip_checkpoint"]
+        module.__dict__.setdefault("_unsloth_gc_flag", flag)
+    return len(marked)
+
+
 def load_model(backend: str, base: ResolvedBase, cfg: TrainingConfig, cuda: bool) -> LoadedModel:
     import torch
     from transformers import set_seed
@@ -60,7 +96,7 @@ def load_model(backend: str, base: ResolvedBase, cfg: TrainingConfig, cuda: bool
         model = FastLanguageModel.get_peft_model(
             model, r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=cfg.target_modules, bias="none", use_gradient_checkpointing="unsloth",
-            random_state=cfg.seed)
+            random_state=cfg.seed, **_skip_kwargs(FastLanguageModel.get_peft_model, cfg.checkpoint_skip_layers))
         prepare_tokenizer(tok)
         return LoadedModel(model, tok, attention)
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training

@@ -67,6 +67,13 @@ class TrainingConfig(BaseModel):
     padding_free: Optional[bool] = Field(None, description="Unpacked batches as one row without padding. Unset: "
                                          "with unsloth, only when padded batches would be over 15% padding "
                                          "(batch_layout.py); padded rows elsewhere.")
+    checkpoint_skip_layers: str = Field(
+        "auto", description="unsloth backend: decoder layers that keep their activations instead of recomputing "
+        "them in the backward pass (gradient checkpointing recomputes each layer's forward, about a third of a "
+        "step's compute). auto: as many as fit in the GPU's free memory, sized by unsloth after the first step; "
+        "max: all; 0: every layer recomputed (unsloth's default, the least memory). Does not change the trained "
+        "weights. A CUDA out-of-memory error first puts every layer back to recomputing, then halves the batch.",
+        json_schema_extra={"allowed": "auto, max or a layer count >= 0"})
     loss_type: Literal["nll", "chunked_nll"] = Field("nll", description="nll lets the model (and unsloth's fused "
                                                      "cross-entropy) compute the loss; TRL's chunked_nll adds "
                                                      "per-step metrics at a measurable cost on small shapes.")
@@ -85,6 +92,15 @@ class TrainingConfig(BaseModel):
             raise ValueError("0 steps would train nothing")
         return v
 
+    @field_validator("checkpoint_skip_layers", mode="before")
+    @classmethod
+    def _layers_or_choice(cls, v) -> str:
+        # text, not Union[Literal, int]: Dagster's launchpad config has no unions (one owner, every surface)
+        v = str(v).strip().lower()
+        if v not in ("auto", "max") and not v.isdigit():
+            raise ValueError("expected auto, max or a layer count >= 0")
+        return str(int(v)) if v.isdigit() else v
+
     def summary(self) -> str:
         """One line a person reads at the start of a run; the full config goes to the adapter's manifest."""
         base = "the default base model"
@@ -98,7 +114,8 @@ class TrainingConfig(BaseModel):
     def fingerprint_fields(self) -> dict:
         """The settings that change the trained weights (logging cadence does not). Integral floats are
         written as ints, so 3 and 3.0 epochs (e.g. after a JSON round trip) fingerprint alike."""
-        fields = self.model_dump(exclude={"logging_steps", "save_total_limit", "backend"})
+        fields = self.model_dump(exclude={"logging_steps", "save_total_limit", "backend",
+                                         "checkpoint_skip_layers"})
         return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in fields.items()}
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from forge_pipeline.training.backends import LoadedModel
+from forge_pipeline.training.backends import LoadedModel, checkpoint_every_layer, uncheckpointed_layers
 from forge_pipeline.training.batch_layout import (
     choose_packing,
     choose_padding_free,
@@ -42,9 +42,11 @@ class Fit:
     log_history: list
 
 
-def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, grad_accum: int, log: LogFn = print):
-    """Call run(batch, accum); on CUDA OOM halve the batch (rounded up) and raise accumulation so that a step
-    still sees at least as many rows."""
+def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, grad_accum: int, log: LogFn = print,
+                         relieve: Optional[Callable[[], int]] = None):
+    """Call run(batch, accum); on CUDA OOM first ``relieve()`` (layers that kept their activations recompute
+    them again; it returns how many changed) and retry at the same batch when it changed something, else halve
+    the batch (rounded up) and raise accumulation so that a step still sees at least as many rows."""
     while True:
         try:
             return run(batch_size, grad_accum)
@@ -57,6 +59,11 @@ def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, gra
                 torch.cuda.empty_cache()
             except Exception:  # noqa: BLE001
                 pass
+            relieved = relieve() if relieve is not None else 0
+            if relieved:
+                log(f"CUDA out of memory with {relieved} layers keeping their activations: every layer recomputes "
+                    f"them again (checkpoint_skip_layers); retrying with batch_size={batch_size}")
+                continue
             if batch_size == 1:
                 raise TrainingError(
                     "CUDA out of memory even at batch size 1. Remedies: lower max_seq_length, use a smaller "
@@ -181,7 +188,8 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         }, trainer.state.log_history)
 
     reset_peak_memory(cuda)
-    result = run_with_oom_backoff(session, layout.batch_size, layout.gradient_accumulation_steps, log)
+    result = run_with_oom_backoff(session, layout.batch_size, layout.gradient_accumulation_steps, log,
+                                  relieve=lambda: checkpoint_every_layer(loaded.model) if backend == "unsloth" else 0)
     trainer, history = result.trainer, result.log_history
     t_final = time.time()
     last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
@@ -204,5 +212,6 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         "batch_layout": layout.description,
         "padding_waste_if_padded": None if layout.padding_waste is None else round(layout.padding_waste, 3),
         "packed_attention": loaded.packed_attention,
+        **({"uncheckpointed_layers": uncheckpointed_layers(loaded.model)} if backend == "unsloth" else {}),
     }
     return result
