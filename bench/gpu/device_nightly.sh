@@ -71,6 +71,13 @@ trainonly)  # no llama.cpp build: data, then training + adapter export on an f16
       python3 bench/gpu/train_export_8b.py "$M" "$W" $seed
     fi 2> "$OUT/train-$seed.log" | grep '^{"stage"' | tee -a "$OUT/nightly_runs.jsonl"
   done ;;
+skipnight)  # night 1's training alone (no llama.cpp), checkpoint_skip_layers auto then 0, then auto again
+  BENCH_PREPARE_SEEDS=1 python3 -m bench.gpu.nightly_8b prepare "$M" "$W" > "$OUT/prepare.json"
+  for skip in auto 0 auto; do
+    rm -rf "$W/home/training"  # the setting leaves the fingerprint alone: a kept adapter would be reused
+    BENCH_SKIP=$skip BENCH_NO_EXPORT=1 python3 bench/gpu/train_export_8b.py "$M" "$W" 1 2> "$OUT/train-1-$skip.log" \
+      | grep '^{"stage"' | tee -a "$OUT/nightly_runs.jsonl"
+  done ;;
 trainnow)  # the shortest lease: the random 8B and night 1's data, then training alone (BENCH_NO_EXPORT=1)
   BENCH_PREPARE_SEEDS=1 python3 -m bench.gpu.nightly_8b prepare "$M" "$W" > "$OUT/prepare.json"
   BENCH_NO_EXPORT=1 python3 bench/gpu/train_export_8b.py "$M" "$W" 1 2> "$OUT/train-1.log" \

@@ -75,6 +75,8 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     if not data.exists():  # a later night: the vault grew, so the data differs and training really runs
         make_data(data, str(model_dir), 500, (100, 400), seed=data_seed)
     overrides = {"base_model": str(model_dir), "backend": BACKEND, "min_examples": 1, "max_steps": max_steps}
+    if os.environ.get("BENCH_SKIP"):  # checkpoint_skip_layers (default: TrainingConfig's, auto)
+        overrides["checkpoint_skip_layers"] = os.environ["BENCH_SKIP"]
     if BACKEND != "unsloth":  # the CPU dry run: a few short steps
         overrides.update(max_steps=2, max_seq_length=128)
     cfg = resolve_training_config(overrides, DEVICE)
@@ -187,6 +189,7 @@ def nightly(model_dir: Path, work: Path) -> dict:
     return {"stage": "nightly", "data_seed": seed, **stages, "adapter_size_mb": exp.size_mb, "training_status": report.status,
             "global_step": m.get("global_step"), "train_loss": m.get("train_loss"), "eval_loss": m.get("eval_loss"),
             "tokens_seen": m.get("tokens_seen"), "steady_tokens_per_s": m.get("steady_tokens_per_s"),
+            "uncheckpointed_layers": m.get("uncheckpointed_layers"),
             "batch_layout": m.get("batch_layout"), "batch_size_used": m.get("batch_size_used"),
             "gradient_accumulation_used": m.get("gradient_accumulation_used"), "peak_memory_gib": m.get("peak_memory_gib"),
             "evaluation_timings": getattr(ev, "timings", None), "fidelity": _fidelity(ev),

@@ -8,6 +8,7 @@ It imports `bench.gpu.nightly_8b` and `forge_pipeline` from PYTHONPATH, so the s
 code (the code before a change) when that tree comes first on the path.
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,9 @@ def main() -> None:
                       "total_s": round(time.time() - t0, 2), "adapter_size_mb": exp.size_mb if exp else None,
                       **{k: m.get(k) for k in ("global_step", "train_loss", "eval_loss", "base_eval_loss", "tokens_seen",
                                                "steady_tokens_per_s", "batch_layout", "batch_size_used",
-                                               "gradient_accumulation_used", "peak_memory_gib", "epochs")},
+                                               "gradient_accumulation_used", "peak_memory_gib", "epochs",
+                                               "uncheckpointed_layers")},
+                      "checkpoint_skip_layers": os.environ.get("BENCH_SKIP", "default"),
                       "eval_points": [h for h in report_history(report)]}), flush=True)
 
 
