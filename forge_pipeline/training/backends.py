@@ -62,6 +62,17 @@ def uncheckpointed_layers(model) -> int:
     return sum(1 for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint"))
 
 
+def size_skip_planner_for_one_row(model, tokens: int) -> None:
+    """Packed and padding-free batches are one row of up to batch x max_seq_length tokens. unsloth's
+    checkpoint_skip_layers="auto" planner sizes for batch rows of max_seq_length *times* the measured row, so
+    it over-counted the 8B nightly's 5 packed rows 5x: 17 of 32 layers kept, 15.3 GiB peak on an 80 GB H100,
+    where all 32 took 20.4 GiB at 4 rows (bench/results/raw/h100_20261207s10). Set after the trainer is built:
+    unsloth's Trainer.__init__ writes these two fields (unsloth.models._utils._size_auto_checkpoint_skip_for_trainer)."""
+    planner = getattr(model, "_unsloth_auto_skip", None)
+    if planner is not None and hasattr(planner, "target_batch") and hasattr(planner, "target_seq"):
+        planner.target_batch, planner.target_seq = 1, tokens
+
+
 def checkpoint_every_layer(model) -> int:
     """Undo checkpoint_skip_layers (the first answer to a CUDA out-of-memory error): every layer recomputes its
     activations again and unsloth's planner, if it has not run yet, is removed. Returns the layers changed.

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from forge_pipeline.training.backends import LoadedModel, checkpoint_every_layer, uncheckpointed_layers
+from forge_pipeline.training.backends import (
+    LoadedModel,
+    checkpoint_every_layer,
+    size_skip_planner_for_one_row,
+    uncheckpointed_layers,
+)
 from forge_pipeline.training.batch_layout import (
     choose_packing,
     choose_padding_free,
@@ -165,6 +170,8 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
             from transformers import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
+        if backend == "unsloth" and (layout.packing or layout.padding_free):
+            size_skip_planner_for_one_row(loaded.model, batch * cfg.max_seq_length)
         counter = count_training_tokens(trainer)
         setup_s = time.time() - t_setup  # the datasets tokenized (and packed) by SFTTrainer
         t_base = time.time()
