@@ -18,9 +18,14 @@ START, STEPS = 6, 5  # steps 6..10: past warm-up, unsloth's first-pass offload p
 
 
 def summarize(prof, steps: int, wall_s: float, wall_unprofiled_s: float) -> dict:
+    from torch.autograd import DeviceType
+
     events = prof.key_averages()
     device = lambda e: getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)  # noqa: E731
-    kernels = sorted((e for e in events if device(e) > 0), key=device, reverse=True)
+    # Only the kernel and copy rows themselves: a host op (aten::mm) also carries its kernels' time as its
+    # own "self device time", so summing every row counted each kernel twice (the first run on the H100,
+    # bench/results/raw/h100_20261207s10/skip: 460 ms of "busy" GPU in a 312 ms step).
+    kernels = sorted((e for e in events if e.device_type == DeviceType.CUDA and device(e) > 0), key=device, reverse=True)
     busy_ms = sum(device(e) for e in kernels) / 1e3 / steps
     host = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
