@@ -120,6 +120,31 @@ def test_oom_backoff_keeps_the_effective_batch():
         run_with_oom_backoff(lambda b, a: (_ for _ in ()).throw(ValueError("bad")), 4, 1)
 
 
+@pytest.mark.slow
+def test_a_retry_after_an_oom_starts_from_the_weights_the_run_started_with(curated, tiny_base, tmp_path):
+    """An out-of-memory error after two optimizer steps: the retry at half the batch must start from the LoRA
+    weights the run began with, not the ones the failed attempt had already trained, so the adapter is the one
+    a run at that batch gives from the start (and the one its fingerprint claims)."""
+    c = curated
+    oom = {"raised": False}
+
+    def oom_at_step_2(m):
+        if m.get("step") == 2 and "loss" in m and not oom["raised"]:
+            oom["raised"] = True
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def adapter(name: str, on_metrics=None, **kw) -> bytes:
+        cfg = tiny_cfg(tiny_base, max_steps=3, eval_steps=None, save_steps=100, **kw)
+        report = run_training(c.curated_path, tmp_path / name, cfg, home=c.home_dir, log=lambda m: None,
+                              on_metrics=on_metrics)
+        assert report.metrics["batch_size_used"] == 1 and report.metrics["gradient_accumulation_used"] == 2
+        return (Path(report.final_dir) / "adapter_model.safetensors").read_bytes()
+
+    retried = adapter("retried", on_metrics=oom_at_step_2, batch_size=2)
+    assert oom["raised"]
+    assert retried == adapter("direct", batch_size=1, gradient_accumulation_steps=2)
+
+
 def test_offline_hub_id_is_a_clear_error(forge_home, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BaseModelError, match="hub cannot be reached.*local directory or a .gguf file"):

@@ -1,7 +1,7 @@
 """Where a training step's time goes, forge against bare unsloth at one shape (issue 14: forge trained 4x512
 at 0.96x bare unsloth with no profile of the gap). torch.profiler records steps 6-10 of each; the GPU's busy
 time per step (the sum of its kernels and copies) against the step's wall time, and the kernels and host ops
-that take the most, show whether forge's extra time is GPU work bare unsloth does not do or host time the GPU
+that take the most (compute kernels; copies apart), show whether forge's extra time is GPU work bare unsloth does not do or host time the GPU
 waits through. Wall time is read without the profiler too (the profiler slows the host side).
 
     python -m bench.gpu.profile_steps MODEL_DIR bare|forge --seq 512 [--skip 0]
@@ -26,7 +26,10 @@ def summarize(prof, steps: int, wall_s: float, wall_unprofiled_s: float) -> dict
     # own "self device time", so summing every row counted each kernel twice (the first run on the H100,
     # bench/results/raw/h100_20261207s10/skip: 460 ms of "busy" GPU in a 312 ms step).
     kernels = sorted((e for e in events if e.device_type == DeviceType.CUDA and device(e) > 0), key=device, reverse=True)
-    busy_ms = sum(device(e) for e in kernels) / 1e3 / steps
+    # copies run beside the compute on unsloth's offload stream: summed with the kernels they would overstate
+    # how busy the GPU is, so they are their own figure
+    copies = [e for e in kernels if e.key.lower().startswith(("memcpy", "memset"))]
+    busy_ms = sum(device(e) for e in kernels if e not in copies) / 1e3 / steps
     host = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
         "steps_profiled": steps,
@@ -34,6 +37,7 @@ def summarize(prof, steps: int, wall_s: float, wall_unprofiled_s: float) -> dict
         "wall_ms_per_step_profiled": round(wall_s * 1e3 / steps, 2),
         "gpu_busy_ms_per_step": round(busy_ms, 2),
         "gpu_idle_ms_per_step_unprofiled": round(wall_unprofiled_s * 1e3 - busy_ms, 2),
+        "copies_ms_per_step": round(sum(device(e) for e in copies) / 1e3 / steps, 2),
         "top_gpu": [{"name": e.key[:100], "ms_per_step": round(device(e) / 1e3 / steps, 3),
                      "calls_per_step": round(e.count / steps, 1)} for e in kernels[:30]],
         "top_host_self": [{"name": e.key[:100], "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 3),

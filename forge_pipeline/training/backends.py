@@ -53,7 +53,7 @@ def _skip_kwargs(get_peft_model, layers: str) -> dict:
         takes = "checkpoint_skip_layers" in inspect.signature(get_peft_model).parameters
     except (TypeError, ValueError):
         takes = False
-    layers = int(layers) if layers.isdigit() else layers  # TrainingConfig keeps it as text: "auto", "max", "3"
+    layers = layers if layers in ("auto", "max") else int(layers)  # TrainingConfig keeps it as text: "auto", "max", "3"
     return {"checkpoint_skip_layers": layers} if takes and layers != 0 else {}
 
 
@@ -82,12 +82,21 @@ def checkpoint_every_layer(model) -> int:
     if planner is not None:
         planner.remove()
     marked = [m for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint")]
-    # the flag the other layers read (a marked layer whose own flag was never set would otherwise read False)
+    # A marked layer whose own flag was never set would read False: give it the flag the other layers read,
+    # else whether the model was set up to checkpoint at all (get_peft_model records its choice).
     flag = next((m.gradient_checkpointing for m in model.modules()
-                 if hasattr(m, "gradient_checkpointing") and m not in marked and m.gradient_checkpointing), True)
+                 if hasattr(m, "gradient_checkpointing") and m not in marked and m.gradient_checkpointing),
+                bool(getattr(model, "_unsloth_gradient_checkpointing", False)))
     for module in marked:
         del module.__dict__["_unsloth_skip_checkpoint"]
         module.__dict__.setdefault("_unsloth_gc_flag", flag)
+    if marked:
+        try:  # unsloth's activation offloading counted the checkpointed layers in the first step: recount
+            from unsloth_zoo.gradient_checkpointing import reset_unsloth_gradient_checkpointing_buffers
+
+            reset_unsloth_gradient_checkpointing_buffers()
+        except ImportError:
+            pass
     return len(marked)
 
 

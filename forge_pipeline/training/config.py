@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import enum
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -73,7 +74,7 @@ class TrainingConfig(BaseModel):
         "step's compute). auto: as many as fit in the GPU's free memory, sized by unsloth after the first step; "
         "max: all; 0: every layer recomputed (unsloth's default, the least memory). Does not change the trained "
         "weights. A CUDA out-of-memory error first puts every layer back to recomputing, then halves the batch.",
-        json_schema_extra={"allowed": "auto, max or a layer count >= 0"})
+        json_schema_extra={"allowed": "auto, max or a layer count >= 0, as text (\"4\" in the launchpad)"})
     loss_type: Literal["nll", "chunked_nll"] = Field("nll", description="nll lets the model (and unsloth's fused "
                                                      "cross-entropy) compute the loss; TRL's chunked_nll adds "
                                                      "per-step metrics at a measurable cost on small shapes.")
@@ -97,9 +98,11 @@ class TrainingConfig(BaseModel):
     def _layers_or_choice(cls, v) -> str:
         # text, not Union[Literal, int]: Dagster's launchpad config has no unions (one owner, every surface)
         v = str(v).strip().lower()
-        if v not in ("auto", "max") and not v.isdigit():
+        if v in ("auto", "max"):
+            return v
+        if not re.fullmatch(r"[0-9]+", v):  # not str.isdigit, which takes "²"
             raise ValueError("expected auto, max or a layer count >= 0")
-        return str(int(v)) if v.isdigit() else v
+        return str(int(v))
 
     def summary(self) -> str:
         """One line a person reads at the start of a run; the full config goes to the adapter's manifest."""

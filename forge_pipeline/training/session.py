@@ -2,6 +2,7 @@
 resume, and the measured metrics (`fit` returns them in a `Fit`)."""
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -51,35 +52,57 @@ def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, gra
                          relieve: Optional[Callable[[], int]] = None):
     """Call run(batch, accum); on CUDA OOM first ``relieve()`` (layers that kept their activations recompute
     them again; it returns how many changed) and retry at the same batch when it changed something, else halve
-    the batch (rounded up) and raise accumulation so that a step still sees at least as many rows."""
+    the batch (rounded up) and raise accumulation so that a step still sees at least as many rows. ``run`` must
+    start each attempt from the same weights (fit's session restores them)."""
     while True:
         try:
             return run(batch_size, grad_accum)
         except Exception as e:  # noqa: BLE001 - only OOM is retried, everything else re-raised
             if not is_out_of_memory(e):
                 raise
-            try:
-                import torch
+        # Outside the except block: the error's traceback holds the failed attempt's frames and their tensors,
+        # which are only collectable (and their cached blocks freeable) once it is gone.
+        gc.collect()
+        try:
+            import torch
 
-                torch.cuda.empty_cache()
-            except Exception:  # noqa: BLE001
-                pass
-            relieved = relieve() if relieve is not None else 0
-            if relieved:
-                log(f"CUDA out of memory with {relieved} layers keeping their activations: every layer recomputes "
-                    f"them again (checkpoint_skip_layers); retrying with batch_size={batch_size}")
-                continue
-            if batch_size == 1:
-                raise TrainingError(
-                    "CUDA out of memory even at batch size 1. Remedies: lower max_seq_length, use a smaller "
-                    "base model, enable 4-bit loading (unsloth / bitsandbytes), lower lora_rank, or free GPU "
-                    "memory held by other processes.") from e
-            # half the rows per micro-batch, rounded up, and enough accumulation for at least the rows per
-            # step there were (a packed layout's odd batches: 5 x 1 -> 3 x 2, not 2 x 2)
-            rows = batch_size * grad_accum
-            batch_size = (batch_size + 1) // 2
-            grad_accum = math.ceil(rows / batch_size)
-            log(f"CUDA out of memory: retrying with batch_size={batch_size}, gradient_accumulation_steps={grad_accum}")
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass
+        relieved = relieve() if relieve is not None else 0
+        if relieved:
+            log(f"CUDA out of memory with {relieved} layers keeping their activations: every layer recomputes "
+                f"them again (checkpoint_skip_layers); retrying with batch_size={batch_size}")
+            continue
+        if batch_size == 1:
+            raise TrainingError(
+                "CUDA out of memory even at batch size 1. Remedies: lower max_seq_length, use a smaller "
+                "base model, enable 4-bit loading (unsloth / bitsandbytes), lower lora_rank, or free GPU "
+                "memory held by other processes.")
+        # half the rows per micro-batch, rounded up, and enough accumulation for at least the rows per
+        # step there were (a packed layout's odd batches: 5 x 1 -> 3 x 2, not 2 x 2)
+        rows = batch_size * grad_accum
+        batch_size = (batch_size + 1) // 2
+        grad_accum = math.ceil(rows / batch_size)
+        log(f"CUDA out of memory: retrying with batch_size={batch_size}, gradient_accumulation_steps={grad_accum}")
+
+
+def keep_trainable(model) -> Callable[[], None]:
+    """A CPU copy of the trainable (LoRA) weights now, and the function that puts them back: an attempt that
+    ran out of memory after some optimizer steps had already changed them, and the retry must train from where
+    the run began (the adapter a run at the retry's batch gives, which its fingerprint claims). 42M parameters
+    for the 8B at r16."""
+    kept = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+    def restore() -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in kept:
+                    p.copy_(kept[name])
+
+    return restore
 
 
 def choose_layout(cfg: TrainingConfig, backend: str, loaded: LoadedModel, rows: list[dict], cuda: bool) -> Layout:
@@ -155,8 +178,13 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
     eval_ds = Dataset.from_list(to_prompt_completion(data.eval_rows)) if data.eval_rows else None
     has_eval = eval_ds is not None
 
+    restore_weights, attempts = keep_trainable(loaded.model), []
+
     def session(batch: int, accum: int) -> Fit:
         nonlocal base_eval_loss
+        if attempts:  # a retry after an out-of-memory error
+            restore_weights()
+        attempts.append((batch, accum))
         # packed rows hold several examples each: an epoch (the default save and eval interval) is the rows'
         # count, not the examples' (it was 3.3 epochs on the 8B nightly's data, so no mid-run checkpoint)
         rows = math.ceil(len(data.train_rows) / max(1.0, layout.examples_per_row))  # unpacked: 1 per row
@@ -170,7 +198,9 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
             from transformers import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        if backend == "unsloth" and (layout.packing or layout.padding_free):
+        # what the trainer does, not what was asked: unsloth may turn packing off
+        one_row = getattr(trainer, "padding_free", None)
+        if backend == "unsloth" and (one_row if one_row is not None else (layout.packing or layout.padding_free)):
             size_skip_planner_for_one_row(loaded.model, batch * cfg.max_seq_length)
         counter = count_training_tokens(trainer)
         setup_s = time.time() - t_setup  # the datasets tokenized (and packed) by SFTTrainer
