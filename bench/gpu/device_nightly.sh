@@ -8,7 +8,8 @@
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
 #   bash bench/gpu/device_nightly.sh together  # one timed nightly (night $NIGHT, default 1), then peer2, in one command
 #   bash bench/gpu/device_nightly.sh quants    # the newest adapter's fidelity on q8_0 and q4_k_m bases
-#   bash bench/gpu/device_nightly.sh skip       # checkpoint_skip_layers 0 vs auto beside bare unsloth; 4x512 profile
+#   bash bench/gpu/device_nightly.sh skip       # checkpoint_skip_layers 0 vs auto beside bare unsloth
+#   bash bench/gpu/device_nightly.sh profile    # where a 4x512 step's time goes, forge vs bare unsloth
 #   bash bench/gpu/device_nightly.sh trainonly  # training + adapter export only, after/before/after (no llama.cpp build)
 # Each writes under $OUT; /dev/shm and /tmp survive between calls while the machine stays warm.
 set -x
@@ -94,8 +95,10 @@ quants)  # issue 14's fidelity table on the H100: the newest adapter on a q8_0 b
   tail -3 "$OUT/quants.log" ;;
 peer)  # bare unsloth and forge's unsloth path alternating, three rounds, then forge packed
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat ;;
-skip)  # needs only the random 8B: checkpoint_skip_layers 0 vs auto beside bare unsloth, then the 4x512 profile
+skip)  # needs only the random 8B: checkpoint_skip_layers 0 vs auto beside bare unsloth (~480 s)
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" skip ;;
+profile)  # needs only the random 8B: where a 4x512 step's time goes, forge (like for like) vs bare unsloth
+  python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" profile ;;
 peer2)
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat2 ;;
 esac

@@ -7,7 +7,7 @@
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
 to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_h100.json summarizes one such file).
-    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat|repeat2|skip]
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat|repeat2|skip|profile]
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
 wrapped strategy) that chose the defaults. `repeat` runs bare, forge 4x512 and forge 4x2048 in turn three times, then
@@ -44,19 +44,20 @@ def build_plan(name: str, model_dir: str, bare: str) -> list[list[str]]:
     shape = [sys.executable, "-m", "bench.gpu.train_shape", model_dir, "--backend"]
     plan = [] if (Path(model_dir) / "config.json").exists() else [[sys.executable, bare, "make", model_dir]]
     packed = shape + ["unsloth", "--seq", "2048", "--packing"]
-    if name == "skip":  # checkpoint_skip_layers 0 (bare unsloth's recomputation) against auto, bare on both
-        # sides; then where a 4x512 step's time goes, forge against bare (profile_steps)
-        skips = ["--skip", "0,auto"]
-        profile = [sys.executable, "-m", "bench.gpu.profile_steps", model_dir]
+    skips = ["--skip", "0,auto"]  # 0: every layer recomputed, as bare unsloth; auto: forge's default
+    profile = [sys.executable, "-m", "bench.gpu.profile_steps", model_dir]
+    if name == "skip":  # checkpoint_skip_layers 0 against auto, bare unsloth before and after
         return plan + [[sys.executable, bare, "unsloth", model_dir], shape + ["unsloth", "--seq", "512,2048", *skips],
                        packed[:-3] + ["--seq", "1024,2048", "--packing", *skips],
-                       [sys.executable, bare, "unsloth", model_dir],
-                       profile + ["bare", "--seq", "512"], profile + ["forge", "--seq", "512", "--skip", "0"]]
-    if name in ("repeat", "repeat2"):  # bare and forge alternating, three rounds: 4x512 moves +-20% run to run
+                       [sys.executable, bare, "unsloth", model_dir]]
+    if name == "profile":  # where a 4x512 step's time goes, forge (like for like) against bare (~2 x 60 s)
+        return plan + [profile + ["bare", "--seq", "512"], profile + ["forge", "--seq", "512", "--skip", "0"]]
+    if name in ("repeat", "repeat2"):  # bare and forge alternating: 4x512 moves +-20% run to run; forge like
+        # for like (0) and with its default (auto), one process a round (the imports paid once)
         for _ in range(3 if name == "repeat" else 2):
             plan.append([sys.executable, bare, "unsloth", model_dir])
-            plan += [shape + ["unsloth", "--seq", seq] for seq in ("512", "2048")]
-        return plan + [packed] if name == "repeat" else plan
+            plan.append(shape + ["unsloth", "--seq", "512,2048", *skips])
+        return plan + [packed + skips] if name == "repeat" else plan
     plan.append([sys.executable, bare, "unsloth", model_dir])
     backends = ("unsloth",) if name == "explore" else ("unsloth", "transformers")
     plan += [shape + [backend, "--seq", seq] for backend in backends for seq in ("512", "2048")]

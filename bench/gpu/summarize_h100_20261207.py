@@ -18,11 +18,13 @@ def rows(name: str) -> list[dict]:
     return [json.loads(line) for line in (RESULTS / "raw" / name).read_text().splitlines() if line.startswith('{"')]
 
 
-def side_by_side(peer: list[dict]) -> dict:
-    """Bare unsloth against forge's unsloth path, per sequence length: tokens/s and pairwise ratios."""
+def side_by_side(peer: list[dict], skip: str = "0") -> dict:
+    """Bare unsloth against forge's unsloth path, per sequence length: tokens/s and pairwise ratios. ``skip``:
+    forge's checkpoint_skip_layers ("0", every layer recomputed as bare unsloth does, is like for like; rows
+    from before the setting existed had no other)."""
     bare = {s: [r["tokens_per_s"] for r in peer if r["mode"] == "unsloth" and r.get("seq") == s] for s in (512, 2048)}
-    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s]
-             for s in (512, 2048)}
+    forge = {s: [r["steady_tokens_per_s"] for r in peer if r["mode"] == "forge-unsloth" and r["seq"] == s
+                 and not r.get("packing") and r.get("checkpoint_skip_layers", "0") == skip] for s in (512, 2048)}
     return {"bare_tokens_per_s": bare, "forge_steady_tokens_per_s": forge,
             "ratio_pairwise": {s: [round(f / b, 3) for f, b in zip(forge[s], bare[s])] for s in (512, 2048)},
             "median_ratio": {s: round(median(forge[s]) / median(bare[s]), 3) for s in (512, 2048)}}
