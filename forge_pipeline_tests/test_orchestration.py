@@ -310,6 +310,8 @@ def test_model_assets_materialize_evaluate_then_skip_when_unchanged(config, tmp_
         assert adapter_md["eval_loss"].value == round(adapter_md["eval_loss"].value, 4)
         assert adapter_md["status"].value == "trained" and adapter_md["backend"].value == "transformers"
         assert "| setting | value |" in adapter_md["hyperparameters"].value  # a table, not a JSON blob
+        assert "| batch layout | padded |" in adapter_md["training_run"].value
+        assert "| training s |" in adapter_md["training_run"].value  # steady tokens/s needs more than 3 steps
         assert "data:image/png;base64," in adapter_md["loss_curve"].value
         export_md = first.asset_materializations_for_node("model_export")[0].metadata
         assert export_md["kind"].value == "adapter" and len(export_md["sha256"].value) == 64

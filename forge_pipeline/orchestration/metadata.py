@@ -52,6 +52,13 @@ def adapter_metadata(reported: dict) -> dict:
         "versions": md_table(sorted(m.versions.items()), ("library", "version")),
         "adapter_dir": dg.MetadataValue.path(str(adapter_dir)), "fingerprint": m.fingerprint,
     })
+    # how the run used the machine: a slow night or a near-full GPU shows here before anyone opens the manifest
+    run = [(label, m.metrics[key]) for key, label in (
+        ("batch_layout", "batch layout"), ("steady_tokens_per_s", "tokens/s (steady)"), ("train_s", "training s"),
+        ("peak_memory_gib", "peak memory GiB"), ("uncheckpointed_layers", "layers keeping activations"))
+        if m.metrics.get(key) is not None]
+    if run:
+        out["training_run"] = md_table(run, ("measure", "value"))
     if m.base_model.seeded_turn_tokens:  # the base never trained them (training/turn_tokens.py)
         out["seeded_turn_tokens"] = ", ".join(f"{t} from {src}" for t, src in m.base_model.seeded_turn_tokens.items())
     if (adapter_dir / "loss_curve.png").exists():
