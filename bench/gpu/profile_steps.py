@@ -100,8 +100,6 @@ def forge(model_dir: str, batch: int, seq: int, skip) -> dict:
 
     from bench.gpu import train_shape
     from forge_pipeline.training import session
-    from forge_pipeline.training.config import TrainingConfig
-    from forge_pipeline.training.trainer import run_training
 
     found: dict = {}
 
@@ -129,7 +127,7 @@ def forge(model_dir: str, batch: int, seq: int, skip) -> dict:
     session.make_callbacks = make_callbacks
     args = argparse.Namespace(model_dir=model_dir, backend="unsloth", batch=batch, steps=START + 2 * STEPS + 1,
                               packing=False, packing_strategy=None, loss_type="nll", padding_free="auto")
-    train_shape.run_shape(args, seq, skip, TrainingConfig, run_training)
+    train_shape.run_shape(args, seq, skip)
     unprofiled = (found[START + STEPS] - found[START]) / STEPS
     return summarize(found["prof"], STEPS, found["end"] - found[START + STEPS], unprofiled)
 

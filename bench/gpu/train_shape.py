@@ -52,16 +52,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.backend == "unsloth":
         import unsloth  # noqa: F401  (before transformers, as in production)
-    from forge_pipeline.training.config import TrainingConfig
-    from forge_pipeline.training.trainer import run_training
-
     skips = [None] if args.skip is None else args.skip.split(",")
     for skip in skips:
         for seq in (int(v) for v in args.seq.split(",")):
-            run_shape(args, seq, skip, TrainingConfig, run_training)
+            run_shape(args, seq, skip)
 
 
-def run_shape(args, seq: int, skip, TrainingConfig, run_training) -> None:
+def run_shape(args, seq: int, skip) -> None:
+    """One run at ``seq`` (``skip``: checkpoint_skip_layers, None for TrainingConfig's); after unsloth's import."""
+    from forge_pipeline.training.config import TrainingConfig
+    from forge_pipeline.training.trainer import run_training
+
     work = Path(tempfile.mkdtemp(prefix="forge-gpu-"))
     lengths = (100, 400) if args.packing else (seq + 16, seq + 64)
     # packed: enough examples to fill every step's batch x seq tokens

@@ -57,9 +57,13 @@ def _skip_kwargs(get_peft_model, layers: str) -> dict:
     return {"checkpoint_skip_layers": layers} if takes and layers != 0 else {}
 
 
-def uncheckpointed_layers(model) -> int:
+def _kept_layers(model) -> list:
     """Decoder layers that keep their activations (unsloth marks each one it takes out of checkpointing)."""
-    return sum(1 for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint"))
+    return [m for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint")]
+
+
+def uncheckpointed_layers(model) -> int:
+    return len(_kept_layers(model))
 
 
 def size_skip_planner_for_one_row(model, tokens: int) -> None:
@@ -81,7 +85,7 @@ def checkpoint_every_layer(model) -> int:
     planner = getattr(model, "_unsloth_auto_skip", None)
     if planner is not None:
         planner.remove()
-    marked = [m for m in model.modules() if m.__dict__.get("_unsloth_skip_checkpoint")]
+    marked = _kept_layers(model)
     # A marked layer whose own flag was never set would read False: give it the flag the other layers read,
     # else whether the model was set up to checkpoint at all (get_peft_model records its choice).
     flag = next((m.gradient_checkpointing for m in model.modules()

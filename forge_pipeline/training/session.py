@@ -52,8 +52,8 @@ def run_with_oom_backoff(run: Callable[[int, int], object], batch_size: int, gra
                          relieve: Optional[Callable[[], int]] = None):
     """Call run(batch, accum); on CUDA OOM first ``relieve()`` (layers that kept their activations recompute
     them again; it returns how many changed) and retry at the same batch when it changed something, else halve
-    the batch (rounded up) and raise accumulation so that a step still sees at least as many rows. ``run`` must
-    start each attempt from the same weights (fit's session restores them)."""
+    the batch (rounded up) and raise accumulation so that a step still sees at least as many rows. ``relieve``
+    also puts back the weights the failed attempt trained (fit's after_oom)."""
     while True:
         try:
             return run(batch_size, grad_accum)
@@ -178,13 +178,14 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
     eval_ds = Dataset.from_list(to_prompt_completion(data.eval_rows)) if data.eval_rows else None
     has_eval = eval_ds is not None
 
-    restore_weights, attempts = keep_trainable(loaded.model), []
+    restore_weights = keep_trainable(loaded.model)
+
+    def after_oom() -> int:
+        restore_weights()  # the failed attempt's steps changed them: the retry trains from where the run began
+        return checkpoint_every_layer(loaded.model) if backend == "unsloth" else 0
 
     def session(batch: int, accum: int) -> Fit:
         nonlocal base_eval_loss
-        if attempts:  # a retry after an out-of-memory error
-            restore_weights()
-        attempts.append((batch, accum))
         # packed rows hold several examples each: an epoch (the default save and eval interval) is the rows'
         # count, not the examples' (it was 3.3 epochs on the 8B nightly's data, so no mid-run checkpoint)
         rows = math.ceil(len(data.train_rows) / max(1.0, layout.examples_per_row))  # unpacked: 1 per row
@@ -225,8 +226,7 @@ def fit(cfg: TrainingConfig, loaded: LoadedModel, data: TrainingData, layout: La
         }, trainer.state.log_history)
 
     reset_peak_memory(cuda)
-    result = run_with_oom_backoff(session, layout.batch_size, layout.gradient_accumulation_steps, log,
-                                  relieve=lambda: checkpoint_every_layer(loaded.model) if backend == "unsloth" else 0)
+    result = run_with_oom_backoff(session, layout.batch_size, layout.gradient_accumulation_steps, log, relieve=after_oom)
     trainer, history = result.trainer, result.log_history
     t_final = time.time()
     last_eval = next((h for h in reversed(history) if "eval_loss" in h), None)
