@@ -42,6 +42,8 @@ night0)  # right after setup (the machine stays warm ~30 s): its export builds t
   python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -5 "$OUT/night0.log"
   # back-translated user turns on the GPU path (issue 12), generating with the base GGUF night 0 built
+  # (BACKTRANSLATE=0: not, so that setup and night 0 fit one 600 s call)
+  [ "${BACKTRANSLATE:-1}" = 0 ] && exit 0
   mkdir -p /tmp/site2 && tar xJf .device/site2.tar.xz -C /tmp/site2
   PYTHONPATH=/tmp/site2:$PYTHONPATH python3 -m bench.gpu.backtranslate_gpu "$(ls "$W"/home/base_models/gguf/*/base-*.gguf | head -1)" \
     2> "$OUT/backtranslate.log" | tee -a "$OUT/nightly_runs.jsonl"; tail -3 "$OUT/backtranslate.log" ;;
