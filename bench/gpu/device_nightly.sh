@@ -7,6 +7,7 @@
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
 #   bash bench/gpu/device_nightly.sh together  # one timed nightly (night $NIGHT, default 1), then peer2, in one command
+#   bash bench/gpu/device_nightly.sh nightspeer  # timed nightlies (NIGHTS, default "1 2"), then one round of peer2
 #   bash bench/gpu/device_nightly.sh quants    # the newest adapter's fidelity on q8_0 and q4_k_m bases
 #   bash bench/gpu/device_nightly.sh skip       # checkpoint_skip_layers 0 vs auto beside bare unsloth
 #   bash bench/gpu/device_nightly.sh profile    # where a 4x512 step's time goes, forge vs bare unsloth
@@ -92,6 +93,12 @@ together)  # issue 14 asks for the nightly measured in one command with the bare
   BENCH_DATA_SEED=${NIGHT:-1} python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"
   cp "$OUT/nightly.log" "$OUT/nightly-${NIGHT:-1}.log"
   python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" repeat2 ;;
+nightspeer)  # a short lease: timed nightlies on nights $NIGHTS (default 1 2), then one round of bare unsloth vs
+  # forge (4x512, 4x2048), all in one command (~480 s)
+  for seed in ${NIGHTS:-1 2}; do
+    BENCH_DATA_SEED=$seed python3 -m bench.gpu.nightly_8b run "$M" "$W" "$OUT"; cp "$OUT/nightly.log" "$OUT/nightly-$seed.log"
+  done
+  python3 -m bench.gpu.run_training_bench "$M" .device/bare_unsloth_bench.py "$OUT" once ;;
 quants)  # issue 14's fidelity table on the H100: the newest adapter on a q8_0 base (built here once) and q4_k_m
   python3 -m bench.gpu.nightly_8b quants "$M" "$W" 2> "$OUT/quants.log" | tee -a "$OUT/nightly_runs.jsonl"
   tail -3 "$OUT/quants.log" ;;

@@ -7,7 +7,7 @@
 
 Each run is its own process (unsloth patches transformers globally). Results: one JSON per run appended
 to OUT/gpu_training_runs.jsonl as soon as it exists (bench/results/gpu_training_h100.json summarizes one such file).
-    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat|repeat2|skip|profile]
+    python -m bench.gpu.run_training_bench MODEL_DIR BARE_BENCH_PY OUT_DIR [full|explore|repeat|repeat2|once|skip|profile]
 
 `explore` skips the transformers backend and adds the layout variants (padding-free off; packing with the
 wrapped strategy) that chose the defaults. `repeat` runs bare, forge 4x512 and forge 4x2048 in turn three times, then
@@ -52,9 +52,10 @@ def build_plan(name: str, model_dir: str, bare: str) -> list[list[str]]:
                        [sys.executable, bare, "unsloth", model_dir]]
     if name == "profile":  # where a 4x512 step's time goes, forge (like for like) against bare (~2 x 60 s)
         return plan + [profile + ["bare", "--seq", "512"], profile + ["forge", "--seq", "512", "--skip", "0"]]
-    if name in ("repeat", "repeat2"):  # bare and forge alternating: 4x512 moves +-20% run to run; forge like
-        # for like (0) and with its default (auto), one process a round (the imports paid once)
-        for _ in range(3 if name == "repeat" else 2):
+    if name in ("repeat", "repeat2", "once"):  # bare and forge alternating: 4x512 moves +-20% run to run; forge
+        # like for like (0) and with its default (auto), one process a round (the imports paid once); `once`: one
+        # round, beside timed nightlies in a short lease
+        for _ in range({"repeat": 3, "repeat2": 2, "once": 1}[name]):
             plan.append([sys.executable, bare, "unsloth", model_dir])
             plan.append(shape + ["unsloth", "--seq", "512,2048", *skips])
         return plan + [packed + skips] if name == "repeat" else plan
