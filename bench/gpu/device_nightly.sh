@@ -3,6 +3,7 @@
 # CUDA build of llama-cpp-python alone took 299 s on 16 cores, measured 2026-11-25):
 #   bash bench/gpu/device_nightly.sh setup   # CUDA llama-cpp-python build || random 8B + SentencePiece + data
 #   bash bench/gpu/device_nightly.sh night0  # night 0 (its export builds the base GGUF once)
+#   bash bench/gpu/device_nightly.sh setup0  # both in one call: night 0 trains while llama-cpp-python builds
 #   bash bench/gpu/device_nightly.sh nights  # three timed nightlies on three nights' data (NIGHTS="1 2 3")
 #   bash bench/gpu/device_nightly.sh peer    # bare unsloth vs forge, alternating x3, on the same model
 #   bash bench/gpu/device_nightly.sh peer2   # bare unsloth vs forge at 4x512 and 4x2048, alternating x2
@@ -27,12 +28,23 @@ set -x
 export PYTHONPATH=/tmp/llama:$PWD:$PYTHONPATH
 M=/dev/shm/llama8b W=/dev/shm/nightly
 mkdir -p "$W"
-case "$1" in
-setup)
+build_llama() {  # in the background; /tmp/build.json appears when pip returns
   ( t=$(date +%s); CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++ CMAKE_BUILD_PARALLEL_LEVEL=16 \
     CMAKE_ARGS="-DGGML_NATIVE=off -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_BUILD_TESTS=off -DLLAMA_BUILD_EXAMPLES=off" \
     python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/llama .device/llama_cpp_python.tar.gz \
-    > /tmp/build.log 2>&1; echo "{\"stage\": \"llama_cpp_cuda_build\", \"rc\": $?, \"s\": $(( $(date +%s) - t ))}" > /tmp/build.json ) &
+    > /tmp/build.log 2>&1; echo "{\"stage\": \"llama_cpp_cuda_build\", \"rc\": $?, \"s\": $(( $(date +%s) - t ))}" > /tmp/build.json.part
+    mv /tmp/build.json.part /tmp/build.json ) &
+}
+case "$1" in
+setup0)  # setup and night 0 in one call: night 0 trains while llama-cpp-python builds, its export waits for the
+  # build (no back-translation, no import profile); its stage times are not comparable with night0's
+  rm -f /tmp/build.json; build_llama
+  python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
+  BENCH_WAIT_BUILD=/tmp/build.json python3 -m bench.gpu.nightly_8b base "$M" "$W" 2> "$OUT/night0.log" \
+    | tee -a "$OUT/nightly_runs.jsonl"
+  tail -5 "$OUT/night0.log"; wait; tail -3 /tmp/build.log; cat /tmp/build.json | tee -a "$OUT/nightly_runs.jsonl" ;;
+setup)
+  build_llama
   python3 -m bench.gpu.nightly_8b prepare "$M" "$W" | tee -a "$OUT/nightly_runs.jsonl"
   # where the nightly's ~29 s of imports go (measured while the build runs: shares, not absolute times)
   python3 -X importtime -c "import unsloth; import trl; from trl import SFTTrainer" 2> /tmp/importtime.log

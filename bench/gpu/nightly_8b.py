@@ -94,12 +94,33 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    if os.environ.get("BENCH_WAIT_BUILD"):  # night 0 trained while llama-cpp-python built (device_nightly.sh setup0)
+        stages["waited_for_build_s"] = _wait_for_build(Path(os.environ["BENCH_WAIT_BUILD"]))
     t = time.time()
     exp = export_model(report.final_dir, home / "models", quant=os.environ.get("BENCH_QUANT", "q4_k_m"), validate=False, home=home,
                        log=lambda m: print(m, file=sys.stderr))
     stages["adapter_export_s"] = round(time.time() - t, 2)
     stages["export_timings"] = exp.timings
     return report, exp, data
+
+
+def _wait_for_build(done: Path) -> float:
+    """Wait for the llama-cpp-python build's record (device_nightly.sh writes it when pip returns), fail on a failed
+    build, and let imports see the package that appeared on the path after this process started: Python caches
+    a path entry that did not exist as "nothing here" until the import caches are invalidated."""
+    import importlib
+
+    t = time.time()
+    while True:
+        try:
+            build = json.loads(done.read_text())
+            break
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(1)
+    if build.get("rc") != 0:
+        raise SystemExit(f"llama-cpp-python's build failed ({done}: {build})")
+    importlib.invalidate_caches()
+    return round(time.time() - t, 1)
 
 
 def _evaluate(report, exp, work: Path, data: Path, eval_split: str, stages: dict):
