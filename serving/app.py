@@ -34,7 +34,7 @@ def default_loader(settings: ServingSettings):
     # scheduler took away, and that starved the event loop, the adapter validator and the swap that waits
     # for a token boundary (measured on this machine, 2026-11-25; see bench/serving/bench_swap.py).
     threads = settings.n_threads or max(os.cpu_count() // 2, 1)
-    keep_large_buffers_out_of_the_heap()  # before any model or adapter is loaded (see its docstring)
+    keep_large_buffers_out_of_the_heap(settings.malloc_mmap_threshold)  # before any model or adapter is loaded
 
     def load(path: Path):
         from llama_cpp import Llama

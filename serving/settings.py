@@ -52,6 +52,10 @@ class ServingSettings(BaseSettings):
                                            "idle machine, but ggml's threads wait for each other after every "
                                            "op, so on busy cores one waits for another that is descheduled.")
     n_gpu_layers: int = Field(0, description="Layers offloaded to the GPU (-1: all), when llama.cpp was built with GPU support.")
+    malloc_mmap_threshold: int = Field(2 << 20, ge=0, description="FORGE_MALLOC_MMAP_THRESHOLD: bytes from which glibc "
+                                       "maps each allocation on its own, so a freed LoRA adapter's buffer goes back to "
+                                       "the OS instead of staying resident in malloc's heap (serving.worker."
+                                       "keep_large_buffers_out_of_the_heap); 0 leaves glibc's dynamic default.")
     allowed_model_roots: Optional[list[Path]] = Field(None, description="Folders a reload may load from "
                                                       "(default: FORGE_HOME/models, FORGE_HOME/base_models and "
                                                       "FORGE_HOME/training).")

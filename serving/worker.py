@@ -34,24 +34,27 @@ class Cancelled(Exception):
 
 # glibc's malloc.h: mallopt's parameter for the size from which a request is served by its own mmap
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 1 << 20
 
 
-def keep_large_buffers_out_of_the_heap() -> bool:
-    """Fix glibc's mmap threshold at 1 MiB, so that every buffer of that size or more (a LoRA adapter's tensors:
-    14.5 MB for the embedded Gemma at r16) gets its own mapping and goes back to the OS when freed.
+def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes (ServingSettings.malloc_mmap_threshold, 2 MiB), so that
+    every buffer of that size or more (a LoRA adapter's tensors: 14.5 MB for the embedded Gemma at r16) gets its
+    own mapping and goes back to the OS when freed.
 
     Why: by default glibc raises the threshold to the size of each mapped block freed (up to 32 MB), so once
     the first adapter was freed the next ones came from the heap, and under streaming load their freed buffers
-    stayed there, resident: up to 69 MB free but held, and RSS 1.10-1.13x the first adapter's in single samples
-    after a swap; with the threshold fixed, at most 8.7 MB held and 1.08x (bench.serving.swap_rss_diag,
-    bench/results/serving_swap_rss.json "session11"). Setting it also turns glibc's dynamic adjustment off
-    (mallopt(3)). A MALLOC_MMAP_THRESHOLD_ in the environment is the user's choice and is left alone; on
-    another C library this does nothing. Returns whether the threshold was set."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+    stayed there, resident: 67-73 MB free but held, single RSS samples after a swap 1.10-1.12x the first
+    adapter's (bench.serving.swap_rss_diag, bench/results/serving_swap_rss.json "session11"). Why 2 MiB and not
+    1: the embedded Gemma's per-token logits array (262,144 floats) is exactly 1 MiB, and at 1 MiB each token
+    mapped and unmapped one (measured with strace, a second reader). Setting the threshold also turns glibc's
+    dynamic adjustment off (mallopt(3)). A threshold the user set for glibc (MALLOC_MMAP_THRESHOLD_, or
+    glibc.malloc.mmap_threshold in GLIBC_TUNABLES) is left alone, as is a threshold of 0; on another C library
+    this does nothing. Call it before threads start allocating. Returns whether the threshold was set."""
+    if threshold <= 0 or os.environ.get("MALLOC_MMAP_THRESHOLD_") \
+            or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False  # not glibc
 

@@ -104,10 +104,11 @@ def _night(model_dir: Path, work: Path, data_seed: int, max_steps: int, stages: 
     return report, exp, data
 
 
-def _wait_for_build(done: Path) -> float:
+def _wait_for_build(done: Path, deadline_s: float = 900) -> float:
     """Wait for the llama-cpp-python build's record (device_nightly.sh writes it when pip returns), fail on a failed
-    build, and let imports see the package that appeared on the path after this process started: Python caches
-    a path entry that did not exist as "nothing here" until the import caches are invalidated."""
+    build or after ``deadline_s`` (the build took 222-299 s on the H100 machines), and let imports see the package
+    that appeared on the path after this process started: Python caches a path entry that did not exist as
+    "nothing here" until the import caches are invalidated."""
     import importlib
 
     t = time.time()
@@ -116,6 +117,8 @@ def _wait_for_build(done: Path) -> float:
             build = json.loads(done.read_text())
             break
         except (FileNotFoundError, json.JSONDecodeError):
+            if time.time() - t > deadline_s:
+                raise SystemExit(f"no llama-cpp-python build record at {done} after {deadline_s:.0f} s") from None
             time.sleep(1)
     if build.get("rc") != 0:
         raise SystemExit(f"llama-cpp-python's build failed ({done}: {build})")

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,9 +87,19 @@ def main() -> int:
                     "the file then holds every run and the spread of the headline figures")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    runs = [measure(args) for _ in range(args.repeat)]
+    if args.repeat < 1:
+        ap.error("--repeat: at least 1")
+    runs = []
+    for _ in range(args.repeat):  # written after each run: a run that fails keeps the ones before it
+        runs.append(measure(args))
+        result = write(args, runs)
+    print(json.dumps(result.get("spread", result), indent=2))
+    return 0
+
+
+def write(args: argparse.Namespace, runs: list[dict]) -> dict:
     result = runs[0] if args.repeat == 1 else {
-        "command": runs[0]["command"], "repeats": args.repeat,
+        "command": runs[0]["command"], "code": runs[0]["code"], "repeats": args.repeat, "completed": len(runs),
         "what": "the same run repeated one after the other in one command, each on a fresh server; the spread "
                 "of the headline figures, then every run whole",
         "spread": {
@@ -106,8 +117,7 @@ def main() -> int:
         "runs": runs,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result.get("spread", result), indent=2))
-    return 0
+    return result
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -172,6 +182,8 @@ def measure(args: argparse.Namespace) -> dict:
         rss_cycles_last = server.rss_mb()
         result = {
             "command": "python -m bench.serving.bench_swap " + " ".join(sys.argv[1:]),
+            "code": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                                   text=True).stdout.strip() or None,
             "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
                         "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
             "base": {"file": base_src.name, "size_mb": round(base.stat().st_size / 2**20, 1)},
