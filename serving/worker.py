@@ -32,9 +32,8 @@ class Cancelled(Exception):
     """The client went away; raised inside llama.cpp's sampling loop to stop generating."""
 
 
-# glibc's malloc.h: mallopt's parameters for the size from which a request is served by its own mmap, and for
-# the free space at the heap's top from which the heap is shrunk
-M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1
+# glibc's malloc.h: mallopt's parameter for the size from which a request is served by its own mmap
+M_MMAP_THRESHOLD = -3
 
 
 def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
@@ -48,17 +47,17 @@ def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
     adapter's (bench.serving.swap_rss_diag, bench/results/serving_swap_rss.json "session11"). Why 2 MiB and not
     1: the embedded Gemma's per-token logits array (262,144 floats) is exactly 1 MiB, and at 1 MiB each token
     mapped and unmapped one (measured with strace, a second reader). Setting the threshold also turns glibc's
-    dynamic adjustment off (mallopt(3)), which had kept the trim threshold at twice the mmap threshold; left at
-    its 128 KiB default, the heap shrank and grew again around that per-token array (brk calls 279 -> 619 over
-    448 tokens, strace), so it is set to twice the threshold, as glibc pairs them. A threshold the user set for glibc (MALLOC_MMAP_THRESHOLD_, or
+    dynamic adjustment off (mallopt(3)), so the trim threshold stays at 128 KiB: the heap then shrinks and grows
+    around that per-token array (brk calls 279 -> 619 over 448 tokens, 5 ms of system time in all); a trim
+    threshold of 4 MiB removed them but held more (highest sample 1.090-1.097x against 1.083-1.085x), so it is
+    left alone. A threshold the user set for glibc (MALLOC_MMAP_THRESHOLD_, or
     glibc.malloc.mmap_threshold in GLIBC_TUNABLES) is left alone, as is a threshold of 0; on another C library
     this does nothing. Call it before threads start allocating. Returns whether the threshold was set."""
     if threshold <= 0 or os.environ.get("MALLOC_MMAP_THRESHOLD_") \
             or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * threshold))
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False  # not glibc
 
