@@ -345,7 +345,7 @@ def test_a_freed_adapter_buffer_goes_back_to_the_os_not_into_mallocs_heap():
     """Swapping adapters under load, single RSS samples after a swap reached 1.10-1.12x the first adapter's
     (bench/results/serving_swap_rss.json "session11"): glibc raises its mmap threshold to the size of each
     mapped block freed, so once the first adapter's tensors (14.5 MB for the embedded Gemma at r16) were freed
-    the next adapters came from the heap, and their freed buffers stayed there (67-73 MB free but held, read
+    the next adapters came from the heap, and their freed buffers stayed there (64-73 MB free but held, read
     with mallinfo2 in bench.serving.swap_rss_diag). The serving process fixes the threshold (2 MiB), so a freed
     adapter's memory is unmapped, while a per-token 1 MiB array stays in the heap (at 1 MiB each token mapped
     and unmapped one). Checked with glibc's own accounting (mallinfo2) in a fresh process without the user's

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import re
 import threading
@@ -36,6 +37,16 @@ class Cancelled(Exception):
 M_MMAP_THRESHOLD = -3
 
 
+@functools.cache
+def _glibc() -> Optional[ctypes.CDLL]:
+    """The C library when it is glibc (its malloc tunables below), else None."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
 def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes (ServingSettings.malloc_mmap_threshold, 2 MiB), so that
     every buffer of that size or more (a LoRA adapter's tensors: 14.5 MB for the embedded Gemma at r16) gets its
@@ -43,7 +54,7 @@ def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
 
     Why: by default glibc raises the threshold to the size of each mapped block freed (up to 32 MB), so once
     the first adapter was freed the next ones came from the heap, and under streaming load their freed buffers
-    stayed there, resident: 67-73 MB free but held, single RSS samples after a swap 1.10-1.12x the first
+    stayed there, resident: 64-73 MB free but held, single RSS samples after a swap 1.10-1.12x the first
     adapter's (bench.serving.swap_rss_diag, bench/results/serving_swap_rss.json "session11"). Why 2 MiB and not
     1: the embedded Gemma's per-token logits array (262,144 floats) is exactly 1 MiB, and at 1 MiB each token
     mapped and unmapped one (measured with strace, a second reader). Setting the threshold also turns glibc's
@@ -53,21 +64,16 @@ def keep_large_buffers_out_of_the_heap(threshold: int) -> bool:
     left alone. A threshold the user set for glibc (MALLOC_MMAP_THRESHOLD_, or
     glibc.malloc.mmap_threshold in GLIBC_TUNABLES) is left alone, as is a threshold of 0; on another C library
     this does nothing. Call it before threads start allocating. Returns whether the threshold was set."""
-    if threshold <= 0 or os.environ.get("MALLOC_MMAP_THRESHOLD_") \
+    if threshold <= 0 or _glibc() is None or os.environ.get("MALLOC_MMAP_THRESHOLD_") \
             or "glibc.malloc.mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):
-        return False  # not glibc
+    return bool(_glibc().mallopt(M_MMAP_THRESHOLD, threshold))
 
 
 def release_freed_memory() -> None:
     """glibc keeps freed llama.cpp buffers in its arenas; hand them back so RSS returns to its baseline."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
+    if _glibc() is not None:  # elsewhere: nothing to trim
+        _glibc().malloc_trim(0)
 
 
 def close_answer_sampler(llm: Any) -> None:
